@@ -1,0 +1,40 @@
+# neurosql_pl — `make help` lists the targets. Every target installs what it needs first.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+DATA   ?= mnist
+OUT    ?= runs/$(DATA)
+ARGS   ?=
+CONFIGS = --config experiments/configs/trainer/default.yaml \
+          --config experiments/configs/model/neurosql.yaml \
+          --config experiments/configs/data/$(DATA).yaml
+
+.PHONY: help install train test test-all bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "  variables: DATA=$(DATA) (mnist) OUT=$(OUT) ARGS='--model.rho 0.5 …'"
+
+install: $(VENV)/.installed  ## create .venv with the pinned requirements (once)
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+train: install  ## train NeuroSQL on DATA (default mnist) into OUT; extra CLI flags in ARGS
+	@test -f experiments/configs/data/$(DATA).yaml || { echo "unknown DATA=$(DATA); choose one of: $$(ls experiments/configs/data | sed 's/\.yaml//' | tr '\n' ' ')"; exit 2; }
+	$(PY) -m neurosql_pl fit $(CONFIGS) --trainer.default_root_dir $(OUT) $(ARGS)
+
+test: install  ## the default test suite (CPU, no network, < 15 min on 2 cores)
+	$(PY) -m pytest -m "not slow" -q
+
+test-all: install  ## every test, the slow ones too
+	$(PY) -m pytest -q
+
+bench: install  ## speed benchmarks (GEMM cost, lattice build, assignment share of an epoch)
+	$(PY) experiments/bench.py
+
+clean:  ## remove caches (keeps .venv, data and runs)
+	rm -rf .pytest_cache build *.egg-info

@@ -1,0 +1,162 @@
+"""Quantile assignment: block-local linear assignment between samples and lattice points.
+
+π is a permutation of the lattice indices 0..N-1 (π(i) = the lattice point sample i holds).
+One assignment step (DESIGN.md §1):
+  1. split the N sample indices at random into blocks B of size m (the last may be smaller);
+  2. the candidates of a block are the lattice points it holds now, K_B = π(B), so π stays a
+     permutation of the whole lattice;
+  3. solve the |B|×|B| linear assignment problem  min_σ Σ_{i∈B} C[i, σ(i)],
+     C[i, k] = ℓ(X_i, G(Q_k)), and set π(B) ← K_B[σ];
+  4. momentum:  Ẑ_i ← ρ·Q_π(i) + (1 − ρ)·Ẑ_i.
+With m = N this is the global optimum of the assignment problem.
+The initial π is random, or "pca": the images' d leading principal components, whitened,
+assigned to the lattice by OT (iterated block assignment on the squared distance).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+SOLVERS = ("exact", "pot", "greedy")
+
+
+def check_permutation(assignment: torch.Tensor, num_points: int) -> None:
+    """Raise ValueError unless `assignment` (N,) is a permutation of 0..num_points-1."""
+    if assignment.shape != (num_points,):
+        raise ValueError(f"assignment must have shape ({num_points},), got {tuple(assignment.shape)}")
+    counts = torch.bincount(assignment.long().cpu(), minlength=num_points)
+    if counts.numel() != num_points or not bool((counts == 1).all()):
+        raise ValueError("assignment is not a permutation of the lattice indices")
+
+
+def solve_lsap(cost: torch.Tensor | np.ndarray, solver: str = "exact") -> np.ndarray:
+    """Solve min_σ Σ_i C[i, σ(i)] for a square cost (b, b); returns σ as an int64 array (b,).
+
+    exact: scipy's Jonker–Volgenant `linear_sum_assignment`; pot: `ot.emd` with uniform
+    weights (its optimal plan is a permutation matrix); greedy: repeatedly take the cheapest
+    remaining (row, column) pair — fast, not optimal.
+    """
+    c = cost.detach().cpu().double().numpy() if isinstance(cost, torch.Tensor) else np.asarray(cost, np.float64)
+    if c.ndim != 2 or c.shape[0] != c.shape[1]:
+        raise ValueError(f"cost must be a square matrix, got shape {c.shape}")
+    if not np.isfinite(c).all():
+        raise ValueError("cost matrix contains NaN or inf; the loss diverged")
+    b = c.shape[0]
+    if solver == "exact":
+        rows, cols = linear_sum_assignment(c)
+        sigma = np.empty(b, dtype=np.int64)
+        sigma[rows] = cols
+        return sigma
+    if solver == "pot":
+        import ot
+
+        weights = np.full(b, 1.0 / b)
+        plan = ot.emd(weights, weights, c)
+        return plan.argmax(axis=1).astype(np.int64)
+    if solver == "greedy":
+        return _greedy(c)
+    raise ValueError(f"unknown solver {solver!r}; choose one of {SOLVERS}")
+
+
+def _greedy(cost: np.ndarray) -> np.ndarray:
+    """Greedy matching: take pairs in increasing cost, skipping used rows and columns."""
+    b = cost.shape[0]
+    sigma = np.full(b, -1, dtype=np.int64)
+    col_used = np.zeros(b, dtype=bool)
+    assigned = 0
+    for flat in np.argsort(cost, axis=None, kind="stable"):
+        i, k = divmod(int(flat), b)
+        if sigma[i] < 0 and not col_used[k]:
+            sigma[i], col_used[k] = k, True
+            assigned += 1
+            if assigned == b:
+                break
+    return sigma
+
+
+def random_blocks(num_samples: int, block_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Random partition of 0..N-1 into blocks of `block_size` (the last holds the remainder)."""
+    if not 2 <= block_size:
+        raise ValueError(f"block_size must be >= 2, got {block_size}")
+    order = torch.randperm(num_samples, generator=generator)
+    return list(order.split(block_size))
+
+
+CostFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def block_assignment(
+    assignment: torch.Tensor,
+    cost_fn: CostFn,
+    block_size: int,
+    generator: torch.Generator,
+    solver: str = "exact",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One assignment sweep over random blocks.
+
+    assignment: (N,) int64 permutation π. cost_fn(samples (b,), lattice_idx (b,)) → (b, b) costs
+    C[i, k] = ℓ(X_samples[i], G(Q_lattice_idx[k])). Returns (new π (N,), assigned cost (N,)),
+    where assigned cost[i] = C[i, σ(i)] of the block that held i.
+    """
+    new = assignment.clone()
+    assigned_cost = torch.empty(assignment.shape[0], dtype=torch.float32)
+    for block in random_blocks(assignment.shape[0], block_size, generator):
+        candidates = assignment[block]
+        cost = cost_fn(block, candidates)
+        sigma = torch.from_numpy(solve_lsap(cost, solver))
+        new[block] = candidates[sigma]
+        assigned_cost[block] = cost.detach().cpu().float()[torch.arange(len(block)), sigma]
+    return new, assigned_cost
+
+
+def momentum_update(latents: torch.Tensor, lattice: torch.Tensor, assignment: torch.Tensor, rho: float) -> torch.Tensor:
+    """Ẑ ← ρ·Q_π + (1 − ρ)·Ẑ; latents (N, d), lattice (N, d), assignment (N,), ρ ∈ (0, 1]."""
+    return rho * lattice[assignment] + (1.0 - rho) * latents
+
+
+def random_assignment(num_samples: int, generator: torch.Generator) -> torch.Tensor:
+    """A uniformly random permutation π (N,)."""
+    return torch.randperm(num_samples, generator=generator)
+
+
+def pca_scores(images: torch.Tensor, dim: int) -> torch.Tensor:
+    """Whitened scores on the `dim` leading principal components: (N, ...) → (N, dim), unit variance."""
+    x = images.reshape(images.shape[0], -1).double()
+    x = x - x.mean(dim=0, keepdim=True)
+    q = min(dim, x.shape[0], x.shape[1])
+    _, _, v = torch.pca_lowrank(x, q=q, center=False, niter=4)
+    scores = x @ v[:, :q]
+    scores = scores / scores.std(dim=0, keepdim=True).clamp_min(1e-12)
+    if q < dim:  # fewer components than latent dimensions: pad with zeros
+        scores = torch.cat([scores, scores.new_zeros(scores.shape[0], dim - q)], dim=1)
+    return scores.float()
+
+
+def pca_assignment(
+    images: torch.Tensor,
+    lattice: torch.Tensor,
+    generator: torch.Generator,
+    block_size: int = 256,
+    rounds: int = 10,
+) -> torch.Tensor:
+    """OT-PCA initial π: assign whitened PCA scores to lattice points by OT.
+
+    The exact N×N OT problem does not scale to N = 60k, so it is approached by `rounds` sweeps
+    of random block assignment on the cost ‖s_i − Q_k‖², starting from a random π; each sweep
+    can only lower the total cost. With block_size ≥ N it is the exact global OT in one round.
+    """
+    from .costs import pairwise_sq_dists
+
+    scores = pca_scores(images, lattice.shape[1])
+    pi = random_assignment(lattice.shape[0], generator)
+
+    def cost_fn(samples: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        return pairwise_sq_dists(scores[samples], lattice[points])
+
+    for _ in range(1 if block_size >= lattice.shape[0] else rounds):
+        pi, _ = block_assignment(pi, cost_fn, block_size, generator)
+    return pi

@@ -1,0 +1,235 @@
+"""The NeuroSQL LightningModule: a generator trained on per-sample codes Ẑ_i, no encoder.
+
+Per training sample i (its dataset index) the module keeps, as checkpointed buffers:
+  assignment[i] = π(i)  the lattice point sample i holds (π is a permutation of 0..N-1),
+  latents[i]    = Ẑ_i   the code the generator is trained on (d floats);
+and the lattice Q (N, d) itself. `training_step` minimises ℓ(X_i, G(Ẑ_i)) over minibatches;
+the epoch-boundary `AssignmentCallback` (returned by `configure_callbacks`) updates π and Ẑ.
+New images come from z ~ N(0, I_d).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from .assignment import pca_assignment, random_assignment
+from .callbacks import AssignmentCallback, trainer_images
+from .lattice import load_or_build_lattice
+from .losses import ReconstructionLoss
+from .networks import build_generator
+
+
+class NeuroSQL(L.LightningModule):
+    """NeuroSQL generative model.
+
+    Shapes and sizes come from the datamodule at `setup` (N = its `num_samples`, images of its
+    `image_shape` (C, H, W), values in [-1, 1]) unless given here (as when loading a checkpoint).
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 16,
+        generator: str = "dcgan",
+        generator_width: int = 64,
+        lr: float = 2e-3,
+        betas: tuple[float, float] = (0.5, 0.999),
+        rho: float = 1.0,
+        block_size: int = 256,
+        solver: str = "exact",
+        assign_every: int = 1,
+        init: str = "random",
+        perceptual: str | None = "stlpips-alex",
+        perceptual_weight: float = 1.0,
+        pixel: str | None = "l2",
+        pixel_weight: float = 1.0,
+        pretrained_backbone: bool = True,
+        lattice_reference: str = "cube",
+        lattice_method: str = "pot",
+        lattice_cache_dir: str | None = None,
+        feature_cache_gb: float = 4.0,
+        seed: int = 0,
+        image_shape: tuple[int, int, int] | None = None,
+        num_samples: int | None = None,
+    ) -> None:
+        """
+        Args:
+            latent_dim: d, the dimension of the codes and of the lattice.
+            generator / generator_width: generator architecture (see `networks.py`) and width.
+            lr / betas: Adam settings of the generator.
+            rho: momentum ρ ∈ (0, 1] of the code update Ẑ ← ρ·Q_π + (1−ρ)·Ẑ (1 = jump to Q_π).
+            block_size: m, the local assignment size (2 ≤ m; m ≥ N means one global assignment).
+            solver: "exact" (scipy), "pot" (ot.emd) or "greedy".
+            assign_every: run the assignment step every this many epochs (≥ 1).
+            init: initial π, "random" or "pca" (OT of the images' whitened PCA scores to the lattice).
+            perceptual / perceptual_weight / pixel / pixel_weight / pretrained_backbone: the loss ℓ
+                (see `losses.ReconstructionLoss`).
+            lattice_reference / lattice_method / lattice_cache_dir: how the lattice is built
+                (see `lattice.py`); it is cached on disk by (N, d, reference, method, seed).
+            feature_cache_gb: memory allowed for caching the real images' loss features between
+                assignment steps (0 disables the cache).
+            seed: seeds the lattice, the initial π and the assignment blocks.
+            image_shape / num_samples: (C, H, W) and N; filled from the datamodule when None.
+        """
+        super().__init__()
+        if latent_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+        if not 0.0 < rho <= 1.0:
+            raise ValueError(f"rho must be in (0, 1], got {rho}")
+        if block_size < 2:
+            raise ValueError(f"block_size (m) must be >= 2, got {block_size}")
+        if assign_every < 1:
+            raise ValueError(f"assign_every must be >= 1, got {assign_every}")
+        if init not in ("random", "pca"):
+            raise ValueError(f"init must be 'random' or 'pca', got {init!r}")
+        if solver not in ("exact", "pot", "greedy"):
+            raise ValueError(f"solver must be 'exact', 'pot' or 'greedy', got {solver!r}")
+        self.save_hyperparameters()
+        self.loss_fn = ReconstructionLoss(
+            perceptual=perceptual,
+            perceptual_weight=perceptual_weight,
+            pixel=pixel,
+            pixel_weight=pixel_weight,
+            pretrained_backbone=pretrained_backbone,
+        )
+        self.generator: nn.Module | None = None
+        self.register_buffer("lattice", torch.empty(0, latent_dim))
+        self.register_buffer("assignment", torch.empty(0, dtype=torch.long))
+        self.register_buffer("latents", torch.empty(0, latent_dim))
+        self.register_buffer("initialized", torch.tensor(False))
+        if image_shape is not None and num_samples is not None:
+            self._build(tuple(image_shape), int(num_samples))
+
+    # ---------------------------------------------------------------- construction
+    def _build(self, image_shape: tuple[int, int, int], num_samples: int) -> None:
+        """Create the generator and the (N, d) per-sample buffers (values set in `on_fit_start`)."""
+        if num_samples < 2:
+            raise ValueError(f"NeuroSQL needs at least 2 training samples, got {num_samples}")
+        d = self.hparams.latent_dim
+        self.generator = build_generator(self.hparams.generator, d, image_shape, self.hparams.generator_width)
+        self.lattice = torch.zeros(num_samples, d)
+        self.assignment = torch.arange(num_samples)
+        self.latents = torch.zeros(num_samples, d)
+        self.hparams.image_shape = tuple(image_shape)
+        self.hparams.num_samples = num_samples
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.assignment.shape[0])
+
+    def setup(self, stage: str) -> None:
+        """Take N and the image shape from the datamodule; check them against a built model."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is None or not hasattr(datamodule, "num_samples"):
+            if self.generator is None:
+                raise RuntimeError("NeuroSQL needs a datamodule with `num_samples` and `image_shape` (or both given)")
+            return
+        shape, n = tuple(datamodule.image_shape), int(datamodule.num_samples)
+        if self.generator is None:
+            self._build(shape, n)
+        elif (shape, n) != (tuple(self.hparams.image_shape), self.num_samples):
+            raise ValueError(
+                f"the model was built for N={self.num_samples} images of shape {tuple(self.hparams.image_shape)}, "
+                f"but the data has N={n} images of shape {shape}; use the same data (and subset) as the checkpoint"
+            )
+
+    def on_fit_start(self) -> None:
+        """Build the lattice and the initial π, Ẑ = Q_π — unless restored from a checkpoint."""
+        if bool(self.initialized):
+            return
+        hp = self.hparams
+        n = self.num_samples
+        cache = Path(hp.lattice_cache_dir) if hp.lattice_cache_dir else None
+        lattice = load_or_build_lattice(n, hp.latent_dim, hp.lattice_reference, hp.lattice_method, hp.seed, cache)
+        generator = torch.Generator().manual_seed(hp.seed)
+        if hp.init == "pca":
+            images = trainer_images(self.trainer)
+            pi = pca_assignment(images, lattice, generator, block_size=min(hp.block_size, n))
+        else:
+            pi = random_assignment(n, generator)
+        # broadcast from rank 0 so every process starts from identical state
+        lattice, pi = self.trainer.strategy.broadcast((lattice, pi), src=0)
+        device = self.assignment.device
+        self.lattice = lattice.to(device)
+        self.assignment = pi.to(device)
+        self.latents = self.lattice[self.assignment].clone()
+        self.initialized.fill_(True)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Allocate buffers of the checkpoint's sizes before its state dict is loaded."""
+        state = checkpoint["state_dict"]
+        n, d = state["latents"].shape
+        if d != self.hparams.latent_dim:
+            raise ValueError(f"checkpoint has latent_dim={d}, this model latent_dim={self.hparams.latent_dim}")
+        shape = tuple(checkpoint.get("hyper_parameters", {}).get("image_shape") or ())
+        if self.generator is None and shape:
+            self._build(shape, n)
+        elif self.num_samples != n:
+            raise ValueError(
+                f"checkpoint holds per-sample state for N={n} images but the data has N={self.num_samples}; "
+                "resume with the same dataset and subset as the checkpoint"
+            )
+
+    # ---------------------------------------------------------------- training
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Codes (B, d) → images (B, C, H, W) in [-1, 1]."""
+        return self.generator(z)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """batch = (images (B, C, H, W) in [-1, 1], dataset indices (B,)) → mean ℓ(X_i, G(Ẑ_i))."""
+        x, idx = batch
+        loss = self.loss_fn(self.generator(self.latents[idx]), x).mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
+                "lower --model.lr; the last good checkpoint is kept"
+            )
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x.shape[0])
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.generator.parameters(), lr=self.hparams.lr, betas=tuple(self.hparams.betas))
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        hp = self.hparams
+        return [
+            AssignmentCallback(
+                block_size=hp.block_size,
+                rho=hp.rho,
+                solver=hp.solver,
+                every_n_epochs=hp.assign_every,
+                seed=hp.seed,
+                feature_cache_gb=hp.feature_cache_gb,
+            )
+        ]
+
+    # ---------------------------------------------------------------- using the model
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n new images from z ~ N(0, I_d): (n, C, H, W) in [-1, 1]."""
+        z = torch.randn(n, self.hparams.latent_dim, generator=generator).to(self.device)
+        return self._generate(z)
+
+    @torch.no_grad()
+    def reconstruct(self, idx: torch.Tensor) -> torch.Tensor:
+        """G(Ẑ_i) for dataset indices idx (B,): (B, C, H, W) in [-1, 1]."""
+        return self._generate(self.latents[idx.to(self.latents.device)])
+
+    @torch.no_grad()
+    def interpolate(self, a: int, b: int, steps: int = 8) -> torch.Tensor:
+        """Images along the straight line from Ẑ_a to Ẑ_b (endpoints included): (steps, C, H, W)."""
+        t = torch.linspace(0, 1, steps, device=self.latents.device)[:, None]
+        return self._generate((1 - t) * self.latents[a] + t * self.latents[b])
+
+    def _generate(self, z: torch.Tensor) -> torch.Tensor:
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            return self.generator(z)
+        finally:
+            self.generator.train(was_training)
+

@@ -1,0 +1,37 @@
+"""The LightningCLI entry point: a real `fit` on tiny MNIST files writes every run output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import yaml
+from conftest import tiny_fit_args
+from PIL import Image
+
+from neurosql_pl.cli import main
+
+
+def test_fit_writes_every_run_output(tiny_mnist: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    main(tiny_fit_args(tiny_mnist, run, tmp_path / "lattices", "--model.rho", "0.5"))
+
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    samples = Image.open(run / "samples.png")
+    assert samples.mode == "RGB" and samples.size == (8 * 30 + 2, 8 * 30 + 2)  # 8×8 grid of 28 px
+    assert (run / "reconstructions.png").is_file()
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("train_loss", "assign_mean_cost", "assign_frac_changed", "epoch_time_s", "total_time_s"):
+        assert isinstance(metrics[key], float) and metrics[key] >= 0, key
+    assert metrics["epochs"] == 2
+    assert 0.0 <= metrics["assign_frac_changed"] <= 1.0
+
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["model"]["init_args"]["rho"] == 0.5  # the override is in the resolved config
+    assert any((run / "wandb").glob("offline-run-*"))  # a real W&B run, offline
+
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["hyper_parameters"]["num_samples"] == 64
+    assert sorted(ckpt["state_dict"]["assignment"].tolist()) == list(range(64))

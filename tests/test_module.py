@@ -1,0 +1,97 @@
+"""The NeuroSQL LightningModule: per-sample state, training, checkpoints, generation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from datamodules import MNISTDataModule
+from neurosql_pl import NeuroSQL
+from neurosql_pl.assignment import check_permutation
+
+
+def small_model(tmp_path: Path, **overrides) -> NeuroSQL:
+    settings = dict(
+        latent_dim=4, generator_width=8, block_size=16, perceptual=None, pixel="l2",
+        lattice_cache_dir=str(tmp_path / "lattices"),
+    )
+    settings.update(overrides)
+    return NeuroSQL(**settings)
+
+
+def fit(model: NeuroSQL, data_dir: Path, root: Path, epochs: int = 2) -> L.Trainer:
+    trainer = L.Trainer(
+        max_epochs=epochs, default_root_dir=root, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu", devices=1,
+    )
+    trainer.fit(model, datamodule=MNISTDataModule(data_dir=str(data_dir), batch_size=16, download=False))
+    return trainer
+
+
+def test_training_keeps_pi_a_permutation_and_moves_codes_to_the_lattice(tiny_mnist: Path, tmp_path: Path) -> None:
+    model = small_model(tmp_path)
+    trainer = fit(model, tiny_mnist, tmp_path / "run")
+    check_permutation(model.assignment, 64)
+    assert torch.equal(model.latents, model.lattice[model.assignment])  # rho = 1: Ẑ = Q_π
+    assert {"assign/mean_cost", "assign/frac_changed", "assign/time_s"} <= set(trainer.callback_metrics)
+
+
+def test_checkpoint_round_trip_restores_lattice_pi_and_codes_exactly(tiny_mnist: Path, tmp_path: Path) -> None:
+    model = small_model(tmp_path, rho=0.3)
+    trainer = fit(model, tiny_mnist, tmp_path / "run")
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    restored = NeuroSQL.load_from_checkpoint(path)
+    for name in ("lattice", "assignment", "latents"):
+        assert torch.equal(getattr(restored, name), getattr(model, name)), name
+    for (k, a), (_, b) in zip(model.generator.state_dict().items(), restored.generator.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert bool(restored.initialized)
+
+
+def test_sample_reconstruct_interpolate_shapes_and_range(tiny_mnist: Path, tmp_path: Path) -> None:
+    model = small_model(tmp_path)
+    fit(model, tiny_mnist, tmp_path / "run", epochs=1)
+    samples = model.sample(5, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (5, 1, 28, 28) and samples.min() >= -1 and samples.max() <= 1
+    assert model.reconstruct(torch.tensor([0, 3])).shape == (2, 1, 28, 28)
+    path = model.interpolate(0, 1, steps=6)
+    assert path.shape == (6, 1, 28, 28)
+    assert torch.allclose(path[0], model.reconstruct(torch.tensor([0]))[0], atol=1e-6)
+
+
+def test_pca_init_assigns_a_permutation(tiny_mnist: Path, tmp_path: Path) -> None:
+    model = small_model(tmp_path, init="pca")
+    fit(model, tiny_mnist, tmp_path / "run", epochs=1)
+    check_permutation(model.assignment, 64)
+
+
+def test_a_checkpoint_for_other_data_is_refused(tiny_mnist: Path, tmp_path: Path) -> None:
+    model = small_model(tmp_path)
+    trainer = fit(model, tiny_mnist, tmp_path / "run", epochs=1)
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    with pytest.raises(ValueError, match="N=64"):
+        fit_data = MNISTDataModule(data_dir=str(tiny_mnist), batch_size=16, download=False, subset=32)
+        L.Trainer(max_epochs=2, logger=False, enable_progress_bar=False, default_root_dir=tmp_path / "r2").fit(
+            small_model(tmp_path), datamodule=fit_data, ckpt_path=tmp_path / "model.ckpt"
+        )
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"rho": 0.0}, "rho"),
+        ({"rho": 1.5}, "rho"),
+        ({"block_size": 1}, "block_size"),
+        ({"latent_dim": 0}, "latent_dim"),
+        ({"assign_every": 0}, "assign_every"),
+        ({"init": "kmeans"}, "init"),
+        ({"solver": "auction"}, "solver"),
+    ],
+)
+def test_impossible_settings_are_refused(tmp_path: Path, overrides: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        small_model(tmp_path, **overrides)
