@@ -90,8 +90,41 @@ def test_a_checkpoint_for_other_data_is_refused(tiny_mnist: Path, tmp_path: Path
         ({"assign_every": 0}, "assign_every"),
         ({"init": "kmeans"}, "init"),
         ({"solver": "auction"}, "solver"),
+        ({"cost_outputs": "stale"}, "cost_outputs"),
+        ({"cost_outputs": "epoch", "rho": 0.5}, "rho=1"),
+        ({"cost_outputs": "epoch", "pixel": "l1"}, "squared loss"),
     ],
 )
 def test_impossible_settings_are_refused(tmp_path: Path, overrides: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         small_model(tmp_path, **overrides)
+
+
+def test_cached_real_features_give_the_training_loss_exactly(tiny_mnist: Path, tmp_path: Path) -> None:
+    """ℓ via the bank, ‖F(G(Ẑ_i)) − F(X_i)‖², equals the loss computed from the images."""
+    model = small_model(tmp_path, perceptual="lpips-alex", pretrained_backbone=False, feature_cache_gb=1.0)
+    fit(model, tiny_mnist, tmp_path / "run", epochs=1)
+    assert model.real_bank is not None and model.real_bank.values.dtype == torch.float32
+    datamodule = MNISTDataModule(data_dir=str(tiny_mnist), download=False)
+    datamodule.setup("fit")
+    idx = torch.arange(10)
+    fake = model.generator.eval()(model.latents[idx])
+    via_bank = (model.loss_fn.features(fake) - model.real_bank.get(idx)).square().sum(1)
+    direct = model.loss_fn(fake, datamodule.train_images()[idx])
+    assert torch.allclose(via_bank, direct, rtol=1e-4, atol=1e-7)
+
+
+def test_epoch_outputs_are_reused_by_the_assignment(tiny_mnist: Path, tmp_path: Path) -> None:
+    model = small_model(tmp_path, cost_outputs="epoch")
+    trainer = fit(model, tiny_mnist, tmp_path / "run", epochs=2)
+    assert trainer.callback_metrics["assign/frac_reused"] == 1.0  # every lattice point was seen in training
+    check_permutation(model.assignment, 64)
+    assert not model.fake_bank.filled.any()  # cleared for the next epoch
+
+
+def test_no_bank_over_budget_falls_back_to_fresh_features(tiny_mnist: Path, tmp_path: Path) -> None:
+    model = small_model(tmp_path, feature_cache_gb=0.0)
+    trainer = fit(model, tiny_mnist, tmp_path / "run", epochs=1)
+    assert model.real_bank is None
+    assert trainer.callback_metrics["assign/frac_reused"] == 0.0
+    check_permutation(model.assignment, 64)

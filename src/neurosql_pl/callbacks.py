@@ -3,9 +3,10 @@
 Every `every_n_epochs` epochs: split the samples into random blocks of size m, build each
 block's cost C[i, k] = ℓ(X_i, G(Q_k)) over the lattice points it holds (GEMM form, see
 `costs.py`), solve the block's linear assignment, update π, then Ẑ ← ρ·Q_π + (1−ρ)·Ẑ.
-The real images' loss features do not change while the loss network is frozen, so they are
-computed once and kept (up to `feature_cache_gb`). Logs: assign/mean_cost (mean assigned
-cost), assign/frac_changed (fraction of samples whose lattice point changed), assign/time_s.
+Features come from the module's banks where it has them (see `feature_bank.py`). Logs:
+assign/mean_cost (mean assigned cost), assign/frac_changed (fraction of samples whose
+lattice point changed), assign/frac_reused (generated features reused from the epoch),
+assign/time_s (wall time of the step).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import lightning as L
 import torch
 
 from .assignment import block_assignment, check_permutation, momentum_update
+from .costs import pairwise_sq_dists
 
 if TYPE_CHECKING:
     from .module import NeuroSQL
@@ -32,13 +34,10 @@ class AssignmentCallback(L.Callback):
         solver: str = "exact",
         every_n_epochs: int = 1,
         seed: int = 0,
-        feature_cache_gb: float = 4.0,
         batch_size: int = 512,
     ) -> None:
         self.block_size, self.rho, self.solver = block_size, rho, solver
-        self.every_n_epochs, self.seed = every_n_epochs, seed
-        self.feature_cache_gb, self.batch_size = feature_cache_gb, batch_size
-        self._features: torch.Tensor | None = None  # (N, D) loss features of the real images
+        self.every_n_epochs, self.seed, self.batch_size = every_n_epochs, seed, batch_size
         self.last_stats: dict[str, float] = {}
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: NeuroSQL) -> None:
@@ -51,22 +50,38 @@ class AssignmentCallback(L.Callback):
 
     @torch.no_grad()
     def assign(self, module: NeuroSQL, images: torch.Tensor, epoch: int) -> dict[str, float]:
-        """One assignment step on all N samples; images (N, C, H, W) in [-1, 1], index-ordered."""
+        """One assignment step on all N samples; images (N, C, H, W) in [-1, 1], index-ordered.
+
+        Costs come from the module's feature banks where it has them (real features cached at
+        fit start; generated features recorded during the epoch when cost_outputs="epoch"),
+        from fresh generator and loss-network passes otherwise.
+        """
         start = time.perf_counter()
         n = module.num_samples
         if images.shape[0] != n:
             raise ValueError(f"expected {n} training images for the assignment step, got {images.shape[0]}")
-        loss_fn, device = module.loss_fn, module.device
-        features = self._real_features(loss_fn, images, device)
-        lattice = module.lattice
+        loss_fn, device, lattice = module.loss_fn, module.device, module.lattice
+        real_bank, fake_bank = module.real_bank, module.fake_bank
         was_training = module.generator.training
         module.generator.eval()
 
+        def generate(points: torch.Tensor) -> torch.Tensor:
+            return torch.cat([module.generator(z) for z in lattice[points.to(device)].split(self.batch_size)])
+
+        def fake_features(points: torch.Tensor) -> torch.Tensor:
+            recorded = fake_bank.filled[points] if fake_bank is not None else torch.zeros(len(points), dtype=torch.bool)
+            feats = torch.empty(len(points), real_bank.values.shape[1], device=device)
+            if recorded.any():
+                feats[recorded.to(device)] = fake_bank.get(points[recorded], device)
+            if not recorded.all():
+                fresh = generate(points[~recorded])
+                feats[(~recorded).to(device)] = loss_fn.features_batched(fresh, self.batch_size)
+            return feats
+
         def cost_fn(samples: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-            fake = torch.cat([module.generator(z) for z in lattice[points.to(device)].split(self.batch_size)])
-            x = images[samples].to(device)
-            x_feat = features[samples].to(device) if features is not None else None
-            return loss_fn.cost_matrix(x, fake, x_features=x_feat)
+            if real_bank is not None:
+                return pairwise_sq_dists(real_bank.get(samples, device), fake_features(points))
+            return loss_fn.cost_matrix(images[samples].to(device), generate(points), batch_size=self.batch_size)
 
         try:
             blocks_rng = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
@@ -75,23 +90,17 @@ class AssignmentCallback(L.Callback):
         finally:
             module.generator.train(was_training)
         check_permutation(new, n)
+        reused = float(fake_bank.filled.float().mean()) if fake_bank is not None else 0.0
+        if fake_bank is not None:
+            fake_bank.clear()
         module.assignment = new.to(module.assignment.device)
         module.latents = momentum_update(module.latents, lattice, module.assignment, self.rho)
         return {
             "mean_cost": float(assigned.mean()),
             "frac_changed": float((new != old).float().mean()),
+            "frac_reused": reused,
             "time_s": time.perf_counter() - start,
         }
-
-    def _real_features(self, loss_fn, images: torch.Tensor, device: torch.device) -> torch.Tensor | None:
-        """Cached (N, D) features of the real images, or None when they would not fit the budget."""
-        if self._features is not None and self._features.shape[0] == images.shape[0]:
-            return self._features
-        dim = loss_fn.feature_dim(tuple(images.shape[1:]))
-        if images.shape[0] * dim * 4 > self.feature_cache_gb * 2**30:
-            return None
-        self._features = loss_fn.features_batched(images.to(device), batch_size=self.batch_size).cpu()
-        return self._features
 
 
 def trainer_images(trainer: L.Trainer) -> torch.Tensor:

@@ -15,10 +15,12 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from .assignment import pca_assignment, random_assignment
 from .callbacks import AssignmentCallback, trainer_images
+from .feature_bank import FeatureBank
 from .lattice import load_or_build_lattice
 from .losses import ReconstructionLoss
 from .networks import build_generator
@@ -51,7 +53,8 @@ class NeuroSQL(L.LightningModule):
         lattice_reference: str = "cube",
         lattice_method: str = "pot",
         lattice_cache_dir: str | None = None,
-        feature_cache_gb: float = 4.0,
+        feature_cache_gb: float = 6.0,
+        cost_outputs: str = "fresh",
         seed: int = 0,
         image_shape: tuple[int, int, int] | None = None,
         num_samples: int | None = None,
@@ -70,8 +73,12 @@ class NeuroSQL(L.LightningModule):
                 (see `losses.ReconstructionLoss`).
             lattice_reference / lattice_method / lattice_cache_dir: how the lattice is built
                 (see `lattice.py`); it is cached on disk by (N, d, reference, method, seed).
-            feature_cache_gb: memory allowed for caching the real images' loss features between
-                assignment steps (0 disables the cache).
+            feature_cache_gb: memory (GiB) for each in-memory feature bank: the real images'
+                loss features (computed once per fit, used by training and assignment) and, with
+                cost_outputs="epoch", the generated ones (see `feature_bank.py`); 0 disables them.
+            cost_outputs: where the assignment's G(Q_k) come from: "fresh" (generator and loss
+                network passes at the epoch end) or "epoch" (features recorded by the training
+                steps of the epoch, needs rho=1 and a squared loss, pixel != "l1").
             seed: seeds the lattice, the initial π and the assignment blocks.
             image_shape / num_samples: (C, H, W) and N; filled from the datamodule when None.
         """
@@ -88,6 +95,13 @@ class NeuroSQL(L.LightningModule):
             raise ValueError(f"init must be 'random' or 'pca', got {init!r}")
         if solver not in ("exact", "pot", "greedy"):
             raise ValueError(f"solver must be 'exact', 'pot' or 'greedy', got {solver!r}")
+        if cost_outputs not in ("fresh", "epoch"):
+            raise ValueError(f"cost_outputs must be 'fresh' or 'epoch', got {cost_outputs!r}")
+        if cost_outputs == "epoch" and (rho != 1.0 or pixel == "l1"):
+            raise ValueError(
+                "cost_outputs='epoch' reuses G(Ẑ_i) = G(Q_π(i)) from training, which needs rho=1 and "
+                f"a squared loss (pixel 'l2' or None); got rho={rho}, pixel={pixel!r}"
+            )
         self.save_hyperparameters()
         self.loss_fn = ReconstructionLoss(
             perceptual=perceptual,
@@ -101,6 +115,8 @@ class NeuroSQL(L.LightningModule):
         self.register_buffer("assignment", torch.empty(0, dtype=torch.long))
         self.register_buffer("latents", torch.empty(0, latent_dim))
         self.register_buffer("initialized", torch.tensor(False))
+        self.real_bank: FeatureBank | None = None  # F(X_i), rows = sample index
+        self.fake_bank: FeatureBank | None = None  # F(G(Q_k)), rows = lattice index
         if image_shape is not None and num_samples is not None:
             self._build(tuple(image_shape), int(num_samples))
 
@@ -159,6 +175,27 @@ class NeuroSQL(L.LightningModule):
         self.latents = self.lattice[self.assignment].clone()
         self.initialized.fill_(True)
 
+    def on_train_start(self) -> None:
+        self._build_feature_banks()
+
+    def _build_feature_banks(self) -> None:
+        """Real-image features once per fit (and an empty bank for generated ones), within budget."""
+        self.real_bank = self.fake_bank = None
+        if self.loss_fn.pixel == "l1":  # the L1 term is not a squared distance of features
+            return
+        hp, n = self.hparams, self.num_samples
+        dim = self.loss_fn.feature_dim(tuple(hp.image_shape))
+        bank = FeatureBank.within_budget(n, dim, hp.feature_cache_gb)
+        if bank is None:
+            rank_zero_warn(f"real-image features ({n}×{dim}) exceed feature_cache_gb={hp.feature_cache_gb}; computing them per step")
+            return
+        images = trainer_images(self.trainer)
+        for rows in torch.arange(n).split(512):
+            bank.put(rows, self.loss_fn.features_batched(images[rows].to(self.device), batch_size=512))
+        self.real_bank = bank
+        if hp.cost_outputs == "epoch":
+            self.fake_bank = FeatureBank.within_budget(n, dim, hp.feature_cache_gb)
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Allocate buffers of the checkpoint's sizes before its state dict is loaded."""
         state = checkpoint["state_dict"]
@@ -182,7 +219,15 @@ class NeuroSQL(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """batch = (images (B, C, H, W) in [-1, 1], dataset indices (B,)) → mean ℓ(X_i, G(Ẑ_i))."""
         x, idx = batch
-        loss = self.loss_fn(self.generator(self.latents[idx]), x).mean()
+        fake = self.generator(self.latents[idx])
+        if self.real_bank is not None:  # ℓ = ‖F(G(Ẑ_i)) − F(X_i)‖², F(X_i) cached
+            fake_features = self.loss_fn.features(fake)
+            per_sample = (fake_features - self.real_bank.get(idx, fake.device)).square().sum(dim=1)
+            if self.fake_bank is not None:
+                self.fake_bank.put(self.assignment[idx], fake_features)
+        else:
+            per_sample = self.loss_fn(fake, x)
+        loss = per_sample.mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
@@ -203,7 +248,6 @@ class NeuroSQL(L.LightningModule):
                 solver=hp.solver,
                 every_n_epochs=hp.assign_every,
                 seed=hp.seed,
-                feature_cache_gb=hp.feature_cache_gb,
             )
         ]
 

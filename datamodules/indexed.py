@@ -1,0 +1,120 @@
+"""The (image, index) contract that every NeuroSQL datamodule serves.
+
+NeuroSQL keeps one latent code per training image, in a table indexed by the position of the
+image in the training set. `IndexedDataset` makes item i of any dataset (after any split or
+subset) come out as `(image, i)` with i in [0, len), so that `latents[i]` belongs to that image.
+Images are float32 tensors (C, H, W) with values in [-1, 1]; the wrapper checks this at the
+boundary so a wrongly scaled dataset fails loudly instead of training on the wrong range.
+Both classes implement `__getitems__`, so a DataLoader fetches a whole batch in one call.
+
+`UInt8ImageDataset` holds a whole image set in memory as uint8 (N, C, H, W) and serves it
+scaled by x / 127.5 - 1 (0 → -1, 255 → 1); `uint8_to_signed` is that map for a whole tensor.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+
+def uint8_to_signed(images: Tensor) -> Tensor:
+    """uint8 tensor with values 0..255 → float32 tensor of the same shape with values in [-1, 1]."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"expected a uint8 tensor, got {images.dtype}")
+    return images.to(torch.float32).div_(127.5).sub_(1.0)
+
+
+class UInt8ImageDataset(Dataset[Tensor]):
+    """In-memory images: item i is `uint8_to_signed(images[i])`, float32 (C, H, W) in [-1, 1].
+
+    `images` is a CPU uint8 tensor (N, C, H, W); it is kept as uint8 (4x smaller than float).
+    """
+
+    def __init__(self, images: Tensor) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(
+                f"images must be a uint8 tensor (N, C, H, W), got {images.dtype} {tuple(images.shape)}"
+            )
+        self.images = images
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int) -> Tensor:
+        return uint8_to_signed(self.images[i])
+
+    def __getitems__(self, indices: list[int]) -> list[Tensor]:
+        """Batched fetch (used by DataLoader): one gather and one conversion per batch.
+
+        Done in NumPy on purpose: it is single-threaded, whereas torch splits ops this size
+        over its intra-op threads, which on a busy 2-core machine made an epoch ~30x slower.
+        Float32 division and subtraction are correctly rounded, so the result is bit-identical
+        to `uint8_to_signed`."""
+        batch = self.images.numpy()[np.asarray(indices, dtype=np.int64)].astype(np.float32)
+        batch /= np.float32(127.5)
+        batch -= np.float32(1.0)
+        return list(torch.from_numpy(batch).unbind(0))
+
+
+class IndexedDataset(Dataset[tuple[Tensor, int]]):
+    """Wrap a dataset so that item i is `(image, i)`, i in [0, len(dataset)).
+
+    The wrapped dataset yields either an image or a tuple/list whose first element is the
+    image (e.g. `(image, label)`); anything after the image is dropped. The image must be a
+    float32 tensor (C, H, W) with values in [-1, 1]; otherwise a ValueError says what was found.
+    Wrap *after* any split or `Subset`, so that i indexes the set the model actually trains on.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        i = self._check_index(i, len(self))
+        image = self._image(self.dataset[i], i)
+        self._check_range(image, i)
+        return image, i
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[Tensor, int]]:
+        """Batched fetch (used by DataLoader): delegates to the wrapped dataset's `__getitems__`
+        when it has one (e.g. `UInt8ImageDataset`, or a `Subset` of it)."""
+        n = len(self)
+        indices = [self._check_index(i, n) for i in indices]
+        getitems = getattr(self.dataset, "__getitems__", None)
+        items = getitems(indices) if getitems is not None else [self.dataset[i] for i in indices]
+        images = [self._image(item, i) for item, i in zip(items, indices)]
+        for image, i in zip(images, indices):  # per image: small ops stay single-threaded (fast)
+            self._check_range(image, i)
+        return list(zip(images, indices))
+
+    @staticmethod
+    def _check_index(i: int, n: int) -> int:
+        i = operator.index(i)
+        if not 0 <= i < n:
+            raise IndexError(f"index {i} out of range [0, {n})")
+        return i
+
+    @staticmethod
+    def _image(item: object, i: int) -> Tensor:
+        """The image of one item of the wrapped dataset; checks dtype and (C, H, W)."""
+        image = item[0] if isinstance(item, (tuple, list)) else item
+        if not isinstance(image, Tensor) or image.dtype != torch.float32 or image.ndim != 3:
+            what = (
+                f"{image.dtype} tensor of shape {tuple(image.shape)}"
+                if isinstance(image, Tensor)
+                else type(image).__name__
+            )
+            raise ValueError(f"item {i}: expected a float32 image tensor (C, H, W), got {what}")
+        return image
+
+    @staticmethod
+    def _check_range(image: Tensor, i: int) -> None:
+        lo, hi = (v.item() for v in torch.aminmax(image))
+        if not (lo >= -1.0 and hi <= 1.0):  # also catches NaN
+            raise ValueError(f"item {i}: image values must lie in [-1, 1], got [{lo:.4g}, {hi:.4g}]")

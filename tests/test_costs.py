@@ -1,0 +1,113 @@
+"""GEMM cost matrices equal brute-force pairwise distances / pair-by-pair losses."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from neurosql_pl.costs import pairwise_l1, pairwise_sq_dists
+from neurosql_pl.losses import ReconstructionLoss
+
+
+def _brute_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return ((a.double()[:, None, :] - b.double()[None, :, :]) ** 2).sum(-1)
+
+
+def _rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
+    return float(((got.double() - ref.double()).abs() / ref.double().abs().clamp_min(1e-12)).max())
+
+
+def _images(n: int, shape=(1, 8, 8), seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand((n, *shape), generator=g) * 2 - 1
+
+
+def test_sq_dists_float32_matches_brute_force_with_offset():
+    g = torch.Generator().manual_seed(0)
+    # A large common offset makes the naive ‖a‖² + ‖b‖² − 2ab form cancel badly in float32.
+    a = torch.randn(37, 300, generator=g) * 0.1 + 5.0
+    b = torch.randn(23, 300, generator=g) * 0.1 + 5.0
+    got = pairwise_sq_dists(a, b)
+    assert got.shape == (37, 23) and got.dtype == torch.float32
+    assert _rel_err(got, _brute_sq(a, b)) <= 1e-4
+
+
+def test_sq_dists_float64_near_exact_and_self_distance_zero():
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(20, 50, generator=g, dtype=torch.float64)
+    b = torch.randn(30, 50, generator=g, dtype=torch.float64)
+    got = pairwise_sq_dists(a, b)
+    assert got.dtype == torch.float64
+    assert _rel_err(got, _brute_sq(a, b)) <= 1e-12
+    self_d = pairwise_sq_dists(a, a)
+    assert torch.all(self_d >= 0)
+    assert float(self_d.diagonal().abs().max()) <= 1e-12
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 20, 1000])
+def test_chunking_gives_same_result(chunk):
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.randn(20, 64, generator=g), torch.randn(11, 64, generator=g)
+    full = pairwise_sq_dists(a, b)
+    torch.testing.assert_close(pairwise_sq_dists(a, b, chunk_size=chunk), full, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(pairwise_l1(a, b, chunk_size=chunk), pairwise_l1(a, b), rtol=1e-6, atol=1e-6)
+
+
+def test_l1_matches_brute_force():
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(9, 40, generator=g), torch.randn(6, 40, generator=g)
+    ref = (a[:, None, :] - b[None, :, :]).abs().sum(-1)
+    assert _rel_err(pairwise_l1(a, b, chunk_size=4), ref) <= 1e-5
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match="2-D"):
+        pairwise_sq_dists(torch.zeros(3), torch.zeros(3, 1))
+    with pytest.raises(ValueError, match="feature dimensions differ"):
+        pairwise_sq_dists(torch.zeros(3, 4), torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="chunk_size"):
+        pairwise_l1(torch.zeros(3, 4), torch.zeros(2, 4), chunk_size=0)
+
+
+def _pairwise_forward(loss: ReconstructionLoss, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    n, m = x.shape[0], y.shape[0]
+    xx = x.repeat_interleave(m, dim=0)
+    yy = y.repeat(n, 1, 1, 1)
+    with torch.no_grad():
+        return loss(xx, yy).view(n, m)
+
+
+@pytest.mark.parametrize("pixel", ["l2", "l1"])
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 6, 5)])
+def test_pixel_cost_matrix_equals_pairwise_forward(pixel, shape):
+    loss = ReconstructionLoss(perceptual=None, pixel=pixel, pixel_weight=0.7)
+    x, y = _images(10, shape, seed=4), _images(7, shape, seed=5)
+    ref = _pairwise_forward(loss, x, y)
+    # forward itself is the per-pixel mean of (x − y)² or |x − y|
+    diff = x[2] - y[5]
+    direct = 0.7 * (diff.square().mean() if pixel == "l2" else diff.abs().mean())
+    assert abs(float(ref[2, 5]) - float(direct)) <= 1e-6
+    got = loss.cost_matrix(x, y, chunk_size=3)
+    assert got.shape == (10, 7)
+    assert _rel_err(got, ref) <= 1e-4
+
+
+def test_mse_cost_with_precomputed_features():
+    loss = ReconstructionLoss(perceptual=None, pixel="l2")
+    x, y = _images(12, seed=6), _images(5, seed=7)
+    feats = loss.features_batched(x, batch_size=5)
+    assert feats.shape == (12, loss.feature_dim((1, 8, 8))) == (12, 64)
+    got = loss.cost_matrix(None, y, x_features=feats)
+    assert _rel_err(got, _pairwise_forward(loss, x, y)) <= 1e-4
+    with pytest.raises(ValueError, match="x_features must be"):
+        loss.cost_matrix(None, y, x_features=feats[:, :10])
+
+
+def test_l1_cost_needs_images():
+    loss = ReconstructionLoss(perceptual=None, pixel="l1")
+    x, y = _images(4, seed=8), _images(3, seed=9)
+    feats = loss.features_batched(x)
+    assert feats.shape == (4, 0)
+    with pytest.raises(ValueError, match="l1"):
+        loss.cost_matrix(None, y, x_features=feats)
+    assert _rel_err(loss.cost_matrix(x, y, x_features=feats), _pairwise_forward(loss, x, y)) <= 1e-4
