@@ -3,17 +3,19 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 DATA   ?= mnist
+MODEL  ?= neurosql_mse
 OUT    ?= runs/$(DATA)
 ARGS   ?=
 CONFIGS = --config experiments/configs/trainer/default.yaml \
-          --config experiments/configs/model/neurosql.yaml \
+          --config experiments/configs/model/$(MODEL).yaml \
           --config experiments/configs/data/$(DATA).yaml
 
 .PHONY: help install train test test-all bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: DATA=$(DATA) (mnist) OUT=$(OUT) ARGS='--model.rho 0.5 …'"
+	@echo "  variables: DATA=$(DATA) MODEL=$(MODEL) OUT=$(OUT) ARGS='--model.rho 0.5 …'"
+	@echo "  DATA: $$(ls experiments/configs/data | sed 's/\.yaml//' | tr '\n' ' ')  MODEL: $$(ls experiments/configs/model | sed 's/\.yaml//' | tr '\n' ' ')"
 
 install: $(VENV)/.installed  ## create .venv with the pinned requirements (once)
 
@@ -23,8 +25,9 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
-train: install  ## train NeuroSQL on DATA (default mnist) into OUT; extra CLI flags in ARGS
+train: install  ## train MODEL on DATA (default: NeuroSQL, MSE, MNIST) into OUT; extra CLI flags in ARGS
 	@test -f experiments/configs/data/$(DATA).yaml || { echo "unknown DATA=$(DATA); choose one of: $$(ls experiments/configs/data | sed 's/\.yaml//' | tr '\n' ' ')"; exit 2; }
+	@test -f experiments/configs/model/$(MODEL).yaml || { echo "unknown MODEL=$(MODEL); choose one of: $$(ls experiments/configs/model | sed 's/\.yaml//' | tr '\n' ' ')"; exit 2; }
 	$(PY) -m neurosql_pl fit $(CONFIGS) --trainer.default_root_dir $(OUT) $(ARGS)
 
 test: install  ## the default test suite (CPU, no network, < 15 min on 2 cores)

@@ -32,7 +32,7 @@ def tiny_fit_args(data_dir: Path, run_dir: Path, lattice_dir: Path, *extra: str)
     return [
         "fit",
         "--config", str(CONFIGS / "trainer" / "default.yaml"),
-        "--config", str(CONFIGS / "model" / "neurosql.yaml"),
+        "--config", str(CONFIGS / "model" / "neurosql_lpips.yaml"),
         "--config", str(CONFIGS / "data" / "mnist.yaml"),
         "--trainer.default_root_dir", str(run_dir),
         "--trainer.max_epochs", "2",

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
-from conftest import tiny_fit_args
+from conftest import CONFIGS, tiny_fit_args
 from PIL import Image
 
 from neurosql_pl.cli import main
@@ -35,3 +36,26 @@ def test_fit_writes_every_run_output(tiny_mnist: Path, tmp_path: Path) -> None:
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["hyper_parameters"]["num_samples"] == 64
     assert sorted(ckpt["state_dict"]["assignment"].tolist()) == list(range(64))
+
+
+def test_a_second_fit_never_overwrites_an_earlier_runs_checkpoints(tiny_mnist: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = tiny_fit_args(tiny_mnist, run, tmp_path / "lattices", "--trainer.max_epochs", "1", "--trainer.logger", "false")
+    main(args)
+    before = (run / "checkpoints" / "last.ckpt").read_bytes()
+    with pytest.raises(SystemExit, match="already holds checkpoints.*--ckpt_path.*--overwrite true"):
+        main(args)
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == before
+    main([*args, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), "--trainer.max_epochs", "2"])  # resuming is allowed
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 8  # 2 epochs of 4 steps
+
+
+@pytest.mark.parametrize("model", sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml")))
+def test_every_model_config_parses_with_overrides(model: str, tmp_path: Path) -> None:
+    cli = main(
+        ["--config", str(CONFIGS / "trainer" / "default.yaml"), "--config", str(CONFIGS / "model" / f"{model}.yaml"),
+         "--config", str(CONFIGS / "data" / "mnist.yaml"), "--model.rho", "0.5", "--model.cost_outputs", "fresh",
+         "--data.batch_size", "256", "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path)],
+        run=False,
+    )
+    assert cli.model.hparams.rho == 0.5 and cli.datamodule.hparams.batch_size == 256

@@ -11,6 +11,7 @@ The run folder is `trainer.default_root_dir`: checkpoints go to `<run>/checkpoin
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -29,6 +30,10 @@ class NeuroSQLCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0})
         parser.add_lightning_class_args(RunArtifacts, "artifacts")
+        parser.add_argument(
+            "--overwrite", type=bool, default=False,
+            help="let `fit` replace the checkpoints of an earlier run in the same run folder",
+        )
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -36,14 +41,31 @@ class NeuroSQLCLI(LightningCLI):
         config.trainer.default_root_dir = root
         if config.checkpoint.dirpath is None:
             config.checkpoint.dirpath = str(Path(root) / "checkpoints")
+        if self.subcommand == "fit":
+            protect_earlier_run(Path(config.checkpoint.dirpath), config.ckpt_path, config.overwrite)
         logger = config.trainer.logger
         init_args = getattr(logger, "init_args", None)
         if init_args is not None and "save_dir" in init_args and init_args.save_dir in (None, "."):
             init_args.save_dir = root
 
 
+def protect_earlier_run(checkpoint_dir: Path, ckpt_path: str | None, overwrite: bool) -> None:
+    """Refuse to start a fresh run over the checkpoints of an earlier one (unless asked)."""
+    earlier = sorted(checkpoint_dir.glob("*.ckpt")) if checkpoint_dir.is_dir() else []
+    if earlier and ckpt_path is None and not overwrite:
+        raise SystemExit(
+            f"error: {checkpoint_dir} already holds checkpoints of an earlier run ({earlier[0].name}). "
+            f"Resume it with --ckpt_path {checkpoint_dir / 'last.ckpt'} (make train ARGS='--ckpt_path …'), "
+            "choose another run folder (--trainer.default_root_dir DIR, or make train OUT=DIR), "
+            "or pass --overwrite true to replace them."
+        )
+
+
 def main(args: list[str] | None = None, run: bool = True) -> NeuroSQLCLI:
     """Run the CLI (`args` as on the command line; None reads sys.argv)."""
+    # The perceptual network is frozen in eval mode on purpose; NeuroSQL has no validation step.
+    warnings.filterwarnings("ignore", r".*module\(s\) in eval mode.*")
+    warnings.filterwarnings("ignore", r".*val_dataloader.*no `validation_step`.*")
     return NeuroSQLCLI(
         model_class=L.LightningModule,
         datamodule_class=L.LightningDataModule,
