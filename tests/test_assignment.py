@@ -18,8 +18,8 @@ from neurosql_pl.assignment import (
 
 
 def full_cost_fn(cost: torch.Tensor):
-    """cost_fn over a full (N, N) matrix: C[samples][:, lattice points]."""
-    return lambda samples, points: cost[samples][:, points]
+    """Batched cost_fn over a full (N, N) matrix: C[samples[j, i], points[j, l]]."""
+    return lambda samples, points: cost[samples[..., :, None], points[..., None, :]]
 
 
 def total_cost(cost: torch.Tensor, pi: torch.Tensor) -> float:
@@ -28,12 +28,13 @@ def total_cost(cost: torch.Tensor, pi: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("solver", ["exact", "pot", "greedy"])
 @pytest.mark.parametrize("block_size", [2, 7, 16, 64])
-def test_pi_stays_a_permutation_after_every_step(solver: str, block_size: int) -> None:
+@pytest.mark.parametrize("blocks_per_call", [1, 3])
+def test_pi_stays_a_permutation_after_every_step(solver: str, block_size: int, blocks_per_call: int) -> None:
     gen = torch.Generator().manual_seed(0)
     cost = torch.rand(50, 50, generator=gen)
     pi = random_assignment(50, gen)
     for _ in range(3):
-        pi, assigned = block_assignment(pi, full_cost_fn(cost), block_size, gen, solver)
+        pi, assigned = block_assignment(pi, full_cost_fn(cost), block_size, gen, solver, blocks_per_call)
         check_permutation(pi, 50)
         assert torch.allclose(assigned, cost[torch.arange(50), pi])
 
@@ -46,6 +47,14 @@ def test_global_block_reproduces_scipy_optimum() -> None:
     for solver in ("exact", "pot"):
         pi, _ = block_assignment(random_assignment(40, gen), full_cost_fn(cost), 40, gen, solver)
         assert total_cost(cost, pi) == pytest.approx(optimum, rel=1e-12)
+
+
+def test_batching_blocks_into_one_cost_call_changes_nothing() -> None:
+    cost = torch.rand(100, 100, generator=torch.Generator().manual_seed(6))
+    start = random_assignment(100, torch.Generator().manual_seed(7))
+    one, _ = block_assignment(start, full_cost_fn(cost), 16, torch.Generator().manual_seed(8), blocks_per_call=1)
+    many, _ = block_assignment(start, full_cost_fn(cost), 16, torch.Generator().manual_seed(8), blocks_per_call=4)
+    assert torch.equal(one, many)
 
 
 def test_planted_permutation_is_recovered() -> None:

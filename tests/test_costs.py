@@ -60,9 +60,23 @@ def test_l1_matches_brute_force():
     assert _rel_err(pairwise_l1(a, b, chunk_size=4), ref) <= 1e-5
 
 
+def test_stacked_problems_equal_one_at_a_time():
+    """(k, n, D) × (k, m, D) gives the k matrices that k separate calls give."""
+    gen = torch.Generator().manual_seed(11)
+    a, b = torch.randn(4, 6, 9, generator=gen), torch.randn(4, 5, 9, generator=gen) + 3.0
+    stacked = pairwise_sq_dists(a, b, chunk_size=4)
+    for j in range(4):
+        assert torch.allclose(stacked[j], pairwise_sq_dists(a[j], b[j]), rtol=1e-5, atol=1e-5)
+        assert torch.allclose(stacked[j], torch.cdist(a[j], b[j]) ** 2, rtol=1e-4, atol=1e-4)
+
+
 def test_bad_inputs_raise():
-    with pytest.raises(ValueError, match="2-D"):
+    with pytest.raises(ValueError, match=r"expected \(n, D\)"):
         pairwise_sq_dists(torch.zeros(3), torch.zeros(3, 1))
+    with pytest.raises(ValueError, match=r"expected \(n, D\)"):
+        pairwise_sq_dists(torch.zeros(2, 3, 4), torch.zeros(3, 3, 4))  # stacks of different k
+    with pytest.raises(ValueError, match="2-D"):
+        pairwise_l1(torch.zeros(2, 3, 4), torch.zeros(2, 3, 4))
     with pytest.raises(ValueError, match="feature dimensions differ"):
         pairwise_sq_dists(torch.zeros(3, 4), torch.zeros(2, 5))
     with pytest.raises(ValueError, match="chunk_size"):

@@ -95,21 +95,31 @@ def block_assignment(
     block_size: int,
     generator: torch.Generator,
     solver: str = "exact",
+    blocks_per_call: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One assignment sweep over random blocks.
 
-    assignment: (N,) int64 permutation π. cost_fn(samples (b,), lattice_idx (b,)) → (b, b) costs
-    C[i, k] = ℓ(X_samples[i], G(Q_lattice_idx[k])). Returns (new π (N,), assigned cost (N,)),
-    where assigned cost[i] = C[i, σ(i)] of the block that held i.
+    assignment: (N,) int64 permutation π. cost_fn(samples (k, b), lattice_idx (k, b)) → (k, b, b)
+    costs of k equal-size blocks at once, C[j, i, l] = ℓ(X_samples[j, i], G(Q_lattice_idx[j, l]));
+    up to `blocks_per_call` blocks go into one call (fewer, larger tensor operations).
+    Returns (new π (N,), assigned cost (N,)), where assigned cost[i] = C[i, σ(i)] of i's block.
     """
+    if blocks_per_call < 1:
+        raise ValueError(f"blocks_per_call must be >= 1, got {blocks_per_call}")
     new = assignment.clone()
     assigned_cost = torch.empty(assignment.shape[0], dtype=torch.float32)
-    for block in random_blocks(assignment.shape[0], block_size, generator):
-        candidates = assignment[block]
-        cost = cost_fn(block, candidates)
-        sigma = torch.from_numpy(solve_lsap(cost, solver))
-        new[block] = candidates[sigma]
-        assigned_cost[block] = cost.detach().cpu().float()[torch.arange(len(block)), sigma]
+    blocks = random_blocks(assignment.shape[0], block_size, generator)
+    groups = [blocks[s : s + blocks_per_call] for s in range(0, len(blocks), blocks_per_call)]
+    if len(groups[-1]) > 1 and len(groups[-1][-1]) != len(groups[-1][0]):  # a short last block goes alone
+        groups[-1:] = [groups[-1][:-1], groups[-1][-1:]]
+    for group in groups:
+        samples = torch.stack(group)
+        candidates = assignment[samples]
+        costs = cost_fn(samples, candidates).detach().cpu().double().numpy()  # one conversion per group
+        for block, cand, cost in zip(samples, candidates, costs):
+            sigma = solve_lsap(cost, solver)
+            new[block] = cand[torch.from_numpy(sigma)]
+            assigned_cost[block] = torch.from_numpy(cost[np.arange(len(sigma)), sigma]).float()
     return new, assigned_cost
 
 
@@ -158,5 +168,5 @@ def pca_assignment(
         return pairwise_sq_dists(scores[samples], lattice[points])
 
     for _ in range(1 if block_size >= lattice.shape[0] else rounds):
-        pi, _ = block_assignment(pi, cost_fn, block_size, generator)
+        pi, _ = block_assignment(pi, cost_fn, block_size, generator, blocks_per_call=64)
     return pi

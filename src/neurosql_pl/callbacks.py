@@ -79,14 +79,25 @@ class AssignmentCallback(L.Callback):
             return feats
 
         def cost_fn(samples: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+            """(k, b) samples and lattice points → (k, b, b) costs."""
+            k, b = samples.shape
             if real_bank is not None:
-                return pairwise_sq_dists(real_bank.get(samples, device), fake_features(points))
-            return loss_fn.cost_matrix(images[samples].to(device), generate(points), batch_size=self.batch_size)
+                x = real_bank.get(samples.flatten(), device).view(k, b, -1)
+                return pairwise_sq_dists(x, fake_features(points.flatten()).view(k, b, -1))
+            return torch.stack(
+                [
+                    loss_fn.cost_matrix(images[s].to(device), generate(p), batch_size=self.batch_size)
+                    for s, p in zip(samples, points)
+                ]
+            )
 
+        # stack blocks into one batched GEMM while their features stay under ~256 MiB
+        dim = real_bank.values.shape[1] if real_bank is not None else 1
+        blocks_per_call = max(1, 2**28 // (2 * self.block_size * dim * 4)) if real_bank is not None else 1
         try:
             blocks_rng = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
             old = module.assignment.cpu()
-            new, assigned = block_assignment(old, cost_fn, self.block_size, blocks_rng, self.solver)
+            new, assigned = block_assignment(old, cost_fn, self.block_size, blocks_rng, self.solver, blocks_per_call)
         finally:
             module.generator.train(was_training)
         check_permutation(new, n)

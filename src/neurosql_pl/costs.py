@@ -27,10 +27,12 @@ __all__ = ["pairwise_sq_dists", "pairwise_l1"]
 
 
 def _check_pair(a: Tensor, b: Tensor) -> torch.dtype:
-    if a.ndim != 2 or b.ndim != 2:
-        raise ValueError(f"expected 2-D tensors (n, D) and (m, D), got shapes {tuple(a.shape)} and {tuple(b.shape)}")
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"feature dimensions differ: a has D={a.shape[1]}, b has D={b.shape[1]}")
+    if a.ndim not in (2, 3) or b.ndim != a.ndim or (a.ndim == 3 and a.shape[0] != b.shape[0]):
+        raise ValueError(
+            f"expected (n, D) and (m, D), or (k, n, D) and (k, m, D) tensors, got shapes {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    if a.shape[-1] != b.shape[-1]:
+        raise ValueError(f"feature dimensions differ: a has D={a.shape[-1]}, b has D={b.shape[-1]}")
     if not (a.is_floating_point() and b.is_floating_point()):
         raise TypeError(f"expected floating-point tensors, got {a.dtype} and {b.dtype}")
     return torch.float64 if torch.float64 in (a.dtype, b.dtype) else torch.float32
@@ -47,34 +49,38 @@ def pairwise_sq_dists(a: Tensor, b: Tensor, chunk_size: int | None = None, cente
     """Squared Euclidean distances C[i, k] = ‖a_i − b_k‖² via one GEMM per row chunk.
 
     Args:
-        a: (n, D) float tensor (any device; row chunks are moved to ``b``'s device).
-        b: (m, D) float tensor.
+        a: (n, D) float tensor (any device; row chunks are moved to ``b``'s device), or a
+            stack (k, n, D) of k independent problems (one batched GEMM for all of them).
+        b: (m, D) float tensor, or (k, m, D) with ``a`` stacked.
         chunk_size: rows of ``a`` per GEMM (bounds memory to chunk·(m + D)); None = all.
         center: subtract mean(b) from both first (exact; improves float32 accuracy).
 
     Returns:
-        (n, m) tensor ≥ 0 on ``b``'s device, float64 if either input is float64, else float32.
+        (n, m) — or (k, n, m) — tensor ≥ 0 on ``b``'s device, float64 if either input is
+        float64, else float32.
     """
     dtype = _check_pair(a, b)
     device = b.device
-    n, m = a.shape[0], b.shape[0]
-    out = torch.empty(n, m, dtype=dtype, device=device)
+    n, m = a.shape[-2], b.shape[-2]
+    out = torch.empty(*a.shape[:-2], n, m, dtype=dtype, device=device)
     if n == 0 or m == 0:
         return out
     with torch.autocast(device_type=device.type, enabled=False):
         bb = b.to(dtype)
-        mu = bb.mean(dim=0, keepdim=True) if center else None
+        mu = bb.mean(dim=-2, keepdim=True) if center else None
         if mu is not None:
             bb = bb - mu
-        b_sq = bb.square().sum(dim=1)  # (m,)
+        b_sq = bb.square().sum(dim=-1).unsqueeze(-2)  # (…, 1, m)
+        bt = bb.transpose(-1, -2)
         for rows in _row_chunks(n, chunk_size):
-            aa = a[rows].to(device=device, dtype=dtype)
+            aa = a[..., rows, :].to(device=device, dtype=dtype)
             if mu is not None:
                 aa = aa - mu
-            a_sq = aa.square().sum(dim=1, keepdim=True)  # (c, 1)
-            # out = a_sq + b_sq − 2·aa·bbᵀ, written as one addmm
-            block = torch.addmm(a_sq + b_sq.unsqueeze(0), aa, bb.t(), beta=1.0, alpha=-2.0)
-            out[rows] = block.clamp_min_(0.0)
+            a_sq = aa.square().sum(dim=-1, keepdim=True)  # (…, c, 1)
+            # out = a_sq + b_sq − 2·aa·bbᵀ, written as one (batched) addmm
+            add = torch.baddbmm if aa.ndim == 3 else torch.addmm
+            block = add(a_sq + b_sq, aa, bt, beta=1.0, alpha=-2.0)
+            out[..., rows, :] = block.clamp_min_(0.0)
     return out
 
 
@@ -90,6 +96,8 @@ def pairwise_l1(a: Tensor, b: Tensor, chunk_size: int | None = None) -> Tensor:
         (n, m) tensor ≥ 0 on ``b``'s device, float64 if either input is float64, else float32.
     """
     dtype = _check_pair(a, b)
+    if a.ndim != 2:
+        raise ValueError(f"pairwise_l1 takes 2-D tensors (n, D) and (m, D), got {tuple(a.shape)} and {tuple(b.shape)}")
     device = b.device
     n, m = a.shape[0], b.shape[0]
     out = torch.empty(n, m, dtype=dtype, device=device)
