@@ -1,5 +1,10 @@
 """Generator networks G_θ: R^d → images in [-1, 1].
 
+`UNetGenerator` (the paper's Figure 3 uses a U-Net for brain images): the code is projected
+to a coarse map at a quarter of the image size, a small U-Net (two stride-2 downsamplings,
+then upsampling with skip connections from the same resolutions) refines it, and two
+upsampling stages bring it to full size, ending in a 3×3 convolution + tanh.
+
 `DCGANGenerator` follows Radford et al. (2016): a linear projection of the code to a coarse
 s₀×s₀ map, then stride-2 transposed convolutions (BatchNorm + ReLU) that double the
 resolution and halve the width, the last one to the output channels, then tanh.
@@ -68,7 +73,63 @@ class DCGANGenerator(nn.Module):
         return self.to_image(self.upsample(self.project(z)))
 
 
-GENERATORS = {"dcgan": DCGANGenerator}
+def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
+    """Two 3×3 convolutions with GroupNorm + SiLU; keeps the spatial size."""
+    groups = min(8, c_out)
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1), nn.GroupNorm(groups, c_out), nn.SiLU(),
+        nn.Conv2d(c_out, c_out, 3, padding=1), nn.GroupNorm(groups, c_out), nn.SiLU(),
+    )
+
+
+class UNetGenerator(nn.Module):
+    """U-Net generator: (B, latent_dim) → (B, channels, image_size, image_size) in [-1, 1].
+
+    image_size must be a multiple of 16 (32, 64, 128, …). Channel widths: `width` at the
+    coarse map (size/4), 2·width and 4·width on the way down; width/2 at full size.
+    """
+
+    def __init__(self, latent_dim: int, image_size: int = 64, channels: int = 1, width: int = 64) -> None:
+        super().__init__()
+        if latent_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        if image_size % 16 or image_size < 32:
+            raise ValueError(f"image_size={image_size} is not supported by the U-Net generator: use a multiple of 16, >= 32")
+        if width < 2:
+            raise ValueError(f"width must be >= 2, got {width}")
+        self.latent_dim, self.image_size, self.channels = latent_dim, image_size, channels
+        coarse, w = image_size // 4, width
+        self.project = nn.Sequential(nn.Linear(latent_dim, w * coarse * coarse), nn.Unflatten(1, (w, coarse, coarse)), nn.SiLU())
+        self.enc0 = _conv_block(w, w)  # coarse
+        self.enc1 = _conv_block(w, 2 * w)  # coarse / 2
+        self.mid = _conv_block(2 * w, 4 * w)  # coarse / 4
+        self.up1 = nn.ConvTranspose2d(4 * w, 2 * w, 4, stride=2, padding=1)
+        self.dec1 = _conv_block(4 * w, 2 * w)  # [up, skip enc1]
+        self.up0 = nn.ConvTranspose2d(2 * w, w, 4, stride=2, padding=1)
+        self.dec0 = _conv_block(2 * w, w)  # [up, skip enc0]
+        half = max(w // 2, 2)
+        self.to_full = nn.Sequential(
+            nn.ConvTranspose2d(w, w, 4, stride=2, padding=1), nn.GroupNorm(min(8, w), w), nn.SiLU(),
+            nn.ConvTranspose2d(w, half, 4, stride=2, padding=1), nn.GroupNorm(min(8, half), half), nn.SiLU(),
+            nn.Conv2d(half, channels, 3, padding=1), nn.Tanh(),
+        )
+        self.down = nn.AvgPool2d(2)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (B, latent_dim) → images (B, channels, image_size, image_size) in [-1, 1]."""
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"expected codes of shape (B, {self.latent_dim}), got {tuple(z.shape)}")
+        e0 = self.enc0(self.project(z))
+        e1 = self.enc1(self.down(e0))
+        m = self.mid(self.down(e1))
+        d1 = self.dec1(torch.cat([self.up1(m), e1], dim=1))
+        d0 = self.dec0(torch.cat([self.up0(d1), e0], dim=1))
+        return self.to_full(d0)
+
+
+GENERATORS = {"dcgan": DCGANGenerator, "unet": UNetGenerator}
 
 
 def build_generator(name: str, latent_dim: int, image_shape: tuple[int, int, int], width: int) -> nn.Module:
