@@ -89,6 +89,42 @@ def random_blocks(num_samples: int, block_size: int, generator: torch.Generator)
 CostFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def solve_blocks(
+    assignment: torch.Tensor,
+    blocks: list[torch.Tensor],
+    cost_fn: CostFn,
+    solver: str = "exact",
+    blocks_per_call: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Solve the LSAP of each block over the lattice points it holds.
+
+    assignment: (N,) int64 permutation π; blocks: disjoint sample-index tensors.
+    cost_fn(samples (k, b), lattice_idx (k, b)) → (k, b, b) costs of k equal-size blocks at once,
+    C[j, i, l] = ℓ(X_samples[j, i], G(Q_lattice_idx[j, l])); up to `blocks_per_call` blocks go
+    into one call (fewer, larger tensor operations).
+    Returns (samples (S,), their new lattice points (S,), their assigned costs (S,)), S = Σ|B|.
+    """
+    if blocks_per_call < 1:
+        raise ValueError(f"blocks_per_call must be >= 1, got {blocks_per_call}")
+    groups = [blocks[s : s + blocks_per_call] for s in range(0, len(blocks), blocks_per_call)]
+    if groups and len(groups[-1]) > 1 and len(groups[-1][-1]) != len(groups[-1][0]):  # a short last block goes alone
+        groups[-1:] = [groups[-1][:-1], groups[-1][-1:]]
+    samples_out, points_out, costs_out = [], [], []
+    for group in groups:
+        samples = torch.stack(group)
+        candidates = assignment[samples]
+        costs = cost_fn(samples, candidates).detach().cpu().double().numpy()  # one conversion per group
+        for block, cand, cost in zip(samples, candidates, costs):
+            sigma = solve_lsap(cost, solver)
+            samples_out.append(block)
+            points_out.append(cand[torch.from_numpy(sigma)])
+            costs_out.append(torch.from_numpy(cost[np.arange(len(sigma)), sigma]).float())
+    if not samples_out:
+        empty = torch.empty(0, dtype=torch.long)
+        return empty, empty.clone(), torch.empty(0)
+    return torch.cat(samples_out), torch.cat(points_out), torch.cat(costs_out)
+
+
 def block_assignment(
     assignment: torch.Tensor,
     cost_fn: CostFn,
@@ -97,29 +133,16 @@ def block_assignment(
     solver: str = "exact",
     blocks_per_call: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One assignment sweep over random blocks.
+    """One assignment sweep over random blocks of `block_size` (see `solve_blocks`).
 
-    assignment: (N,) int64 permutation π. cost_fn(samples (k, b), lattice_idx (k, b)) → (k, b, b)
-    costs of k equal-size blocks at once, C[j, i, l] = ℓ(X_samples[j, i], G(Q_lattice_idx[j, l]));
-    up to `blocks_per_call` blocks go into one call (fewer, larger tensor operations).
     Returns (new π (N,), assigned cost (N,)), where assigned cost[i] = C[i, σ(i)] of i's block.
     """
-    if blocks_per_call < 1:
-        raise ValueError(f"blocks_per_call must be >= 1, got {blocks_per_call}")
-    new = assignment.clone()
-    assigned_cost = torch.empty(assignment.shape[0], dtype=torch.float32)
     blocks = random_blocks(assignment.shape[0], block_size, generator)
-    groups = [blocks[s : s + blocks_per_call] for s in range(0, len(blocks), blocks_per_call)]
-    if len(groups[-1]) > 1 and len(groups[-1][-1]) != len(groups[-1][0]):  # a short last block goes alone
-        groups[-1:] = [groups[-1][:-1], groups[-1][-1:]]
-    for group in groups:
-        samples = torch.stack(group)
-        candidates = assignment[samples]
-        costs = cost_fn(samples, candidates).detach().cpu().double().numpy()  # one conversion per group
-        for block, cand, cost in zip(samples, candidates, costs):
-            sigma = solve_lsap(cost, solver)
-            new[block] = cand[torch.from_numpy(sigma)]
-            assigned_cost[block] = torch.from_numpy(cost[np.arange(len(sigma)), sigma]).float()
+    samples, points, costs = solve_blocks(assignment, blocks, cost_fn, solver, blocks_per_call)
+    new = assignment.clone()
+    new[samples] = points
+    assigned_cost = torch.empty(assignment.shape[0], dtype=torch.float32)
+    assigned_cost[samples] = costs
     return new, assigned_cost
 
 

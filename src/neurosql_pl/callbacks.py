@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import lightning as L
 import torch
 
-from .assignment import block_assignment, check_permutation, momentum_update
+from .assignment import check_permutation, momentum_update, random_blocks, solve_blocks
 from .costs import pairwise_sq_dists
 
 if TYPE_CHECKING:
@@ -94,12 +94,19 @@ class AssignmentCallback(L.Callback):
         # stack blocks into one batched GEMM while their features stay under ~256 MiB
         dim = real_bank.values.shape[1] if real_bank is not None else 1
         blocks_per_call = max(1, 2**28 // (2 * self.block_size * dim * 4)) if real_bank is not None else 1
-        try:
-            blocks_rng = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            old = module.assignment.cpu()
-            new, assigned = block_assignment(old, cost_fn, self.block_size, blocks_rng, self.solver, blocks_per_call)
+        trainer = module._trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        if world > 1:
+            broadcast_buffers(module.generator)
+        blocks = random_blocks(n, self.block_size, torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+        old = module.assignment.cpu()
+        try:  # each rank solves every world-th block; the results are all-gathered
+            result = solve_blocks(old, blocks[rank::world], cost_fn, self.solver, blocks_per_call)
         finally:
             module.generator.train(was_training)
+        samples, points, costs = gather_block_results(trainer, result, blocks, device) if world > 1 else result
+        new = old.clone()
+        new[samples] = points
         check_permutation(new, n)
         reused = float(fake_bank.filled.float().mean()) if fake_bank is not None else 0.0
         if fake_bank is not None:
@@ -107,11 +114,43 @@ class AssignmentCallback(L.Callback):
         module.assignment = new.to(module.assignment.device)
         module.latents = momentum_update(module.latents, lattice, module.assignment, self.rho)
         return {
-            "mean_cost": float(assigned.mean()),
+            "mean_cost": float(costs.mean()),
             "frac_changed": float((new != old).float().mean()),
             "frac_reused": reused,
             "time_s": time.perf_counter() - start,
         }
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank.
+
+    DDP re-broadcasts them only at the next forward pass; without this each rank would score
+    its blocks with its own, slightly different, eval-mode generator.
+    """
+    for buffer in module.buffers():
+        torch.distributed.broadcast(buffer, src=0)
+
+
+def gather_block_results(
+    trainer: L.Trainer,
+    result: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    blocks: list[torch.Tensor],
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """All-gather every rank's (samples, new lattice points, costs); identical on all ranks.
+
+    Rank r solved blocks[r::world]; results are padded to the longest rank's length (known to
+    every rank from the shared block list) so that one all_gather per tensor suffices.
+    """
+    world = trainer.world_size
+    length = max(sum(len(b) for b in blocks[r::world]) for r in range(world))
+    padded = []
+    for tensor, fill in zip(result, (-1, -1, float("nan"))):
+        out = torch.full((length,), fill, dtype=tensor.dtype)
+        out[: len(tensor)] = tensor
+        padded.append(trainer.strategy.all_gather(out.to(device)).reshape(-1).cpu())
+    keep = padded[0] >= 0
+    return padded[0][keep], padded[1][keep], padded[2][keep]
 
 
 def trainer_images(trainer: L.Trainer) -> torch.Tensor:

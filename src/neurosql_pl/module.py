@@ -115,6 +115,8 @@ class NeuroSQL(L.LightningModule):
         self.register_buffer("assignment", torch.empty(0, dtype=torch.long))
         self.register_buffer("latents", torch.empty(0, latent_dim))
         self.register_buffer("initialized", torch.tensor(False))
+        # Under DDP every rank updates these identically at epoch ends: never re-broadcast them.
+        self._ddp_params_and_buffers_to_ignore = ["lattice", "assignment", "latents", "initialized"]
         self.real_bank: FeatureBank | None = None  # F(X_i), rows = sample index
         self.fake_bank: FeatureBank | None = None  # F(G(Q_k)), rows = lattice index
         if image_shape is not None and num_samples is not None:
