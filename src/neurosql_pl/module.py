@@ -10,10 +10,12 @@ New images come from z ~ N(0, I_d).
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
@@ -198,8 +200,13 @@ class NeuroSQL(L.LightningModule):
         if hp.cost_outputs == "epoch":
             self.fake_bank = FeatureBank.within_budget(n, dim, hp.feature_cache_gb)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = rng_states()
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Allocate buffers of the checkpoint's sizes before its state dict is loaded."""
+        """Allocate buffers of the checkpoint's sizes before its state dict is loaded; restore RNGs."""
+        if "rng_states" in checkpoint and self._trainer is not None:
+            set_rng_states(checkpoint["rng_states"])
         state = checkpoint["state_dict"]
         n, d = state["latents"].shape
         if d != self.hparams.latent_dim:
@@ -279,3 +286,22 @@ class NeuroSQL(L.LightningModule):
         finally:
             self.generator.train(was_training)
 
+
+def rng_states() -> dict[str, Any]:
+    """The global random states (Python, NumPy, torch CPU and CUDA) for exact resumption."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)]
+    # only tensors and plain Python values, so that weights-only checkpoint loading accepts them
+    states: dict[str, Any] = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
