@@ -3,14 +3,14 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 DATA   ?= mnist
-MODEL  ?= neurosql_mse
+MODEL  ?= $(if $(filter oasis,$(DATA)),neurosql_unet,neurosql_mse)
 OUT    ?= runs/$(DATA)
 ARGS   ?=
 CONFIGS = --config experiments/configs/trainer/default.yaml \
           --config experiments/configs/model/$(MODEL).yaml \
           --config experiments/configs/data/$(DATA).yaml
 
-.PHONY: help install train test test-all bench clean
+.PHONY: help install train data test test-all bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ train: install  ## train MODEL on DATA (default: NeuroSQL, MSE, MNIST) into OUT;
 	@test -f experiments/configs/data/$(DATA).yaml || { echo "unknown DATA=$(DATA); choose one of: $$(ls experiments/configs/data | sed 's/\.yaml//' | tr '\n' ' ')"; exit 2; }
 	@test -f experiments/configs/model/$(MODEL).yaml || { echo "unknown MODEL=$(MODEL); choose one of: $$(ls experiments/configs/model | sed 's/\.yaml//' | tr '\n' ' ')"; exit 2; }
 	$(PY) -m neurosql_pl fit $(CONFIGS) --trainer.default_root_dir $(OUT) $(ARGS)
+
+data: install  ## download (or check, for manual-download datasets) DATA into data/
+	$(PY) -m datamodules.prepare $(DATA) $(ARGS)
 
 test: install  ## the default test suite (CPU, no network, < 15 min on 2 cores)
 	$(PY) -m pytest -m "not slow" -q

@@ -9,13 +9,15 @@
    m = 256, with an MSE cost and with an ST-LPIPS(alex) + MSE cost, for cost_outputs
    "fresh" (generator and loss-network passes at the epoch end) and "epoch" (features
    recorded during training). One epoch each; the one-off computation of the real images'
-   features at fit start is reported apart.
+   features at fit start is reported apart. Feature banks use the default budget
+   (feature_cache_gb=6 each: float16 for ST-LPIPS at 60k).
 Ratios are measured side by side in one process: the machine may be shared and noisy.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import platform
@@ -107,7 +109,7 @@ def bench_assignment(data_dir: str, subset: int | None, block_size: int, lattice
         for cost_outputs in ("fresh", "epoch"):
             model = NeuroSQL(
                 perceptual=perceptual, pixel="l2", block_size=block_size, cost_outputs=cost_outputs,
-                lattice_cache_dir=lattice_dir, feature_cache_gb=9.0,
+                lattice_cache_dir=lattice_dir,
             )
             clock = _EpochClock()
             trainer = L.Trainer(
@@ -117,7 +119,9 @@ def bench_assignment(data_dir: str, subset: int | None, block_size: int, lattice
             trainer.fit(model, datamodule=MNISTDataModule(data_dir=data_dir, batch_size=128, subset=subset))
             assign_s = float(trainer.callback_metrics["assign/time_s"])
             share = assign_s / (clock.train_s + assign_s)
-            print(f"| {name} | {cost_outputs} | {clock.bank_s:.1f} | {clock.train_s:.1f} | {assign_s:.2f} | {share:.1%} |")
+            print(f"| {name} | {cost_outputs} | {clock.bank_s:.1f} | {clock.train_s:.1f} | {assign_s:.2f} | {share:.1%} |", flush=True)
+            del model, trainer
+            gc.collect()
 
 
 def main() -> None:

@@ -22,10 +22,17 @@ def small_model(tmp_path: Path, **overrides) -> NeuroSQL:
     return NeuroSQL(**settings)
 
 
-def fit(model: NeuroSQL, data_dir: Path, root: Path, epochs: int = 2) -> L.Trainer:
+class KeepBanks(L.Callback):
+    """Keeps the module's feature banks, which it frees at the end of fit (callbacks run first)."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.real_bank, self.fake_bank = pl_module.real_bank, pl_module.fake_bank
+
+
+def fit(model: NeuroSQL, data_dir: Path, root: Path, epochs: int = 2, callbacks=()) -> L.Trainer:
     trainer = L.Trainer(
         max_epochs=epochs, default_root_dir=root, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, accelerator="cpu", devices=1,
+        enable_model_summary=False, accelerator="cpu", devices=1, callbacks=list(callbacks),
     )
     trainer.fit(model, datamodule=MNISTDataModule(data_dir=str(data_dir), batch_size=16, download=False))
     return trainer
@@ -103,23 +110,26 @@ def test_impossible_settings_are_refused(tmp_path: Path, overrides: dict, messag
 def test_cached_real_features_give_the_training_loss_exactly(tiny_mnist: Path, tmp_path: Path) -> None:
     """ℓ via the bank, ‖F(G(Ẑ_i)) − F(X_i)‖², equals the loss computed from the images."""
     model = small_model(tmp_path, perceptual="lpips-alex", pretrained_backbone=False, feature_cache_gb=1.0)
-    fit(model, tiny_mnist, tmp_path / "run", epochs=1)
-    assert model.real_bank is not None and model.real_bank.values.dtype == torch.float32
+    banks = KeepBanks()
+    fit(model, tiny_mnist, tmp_path / "run", epochs=1, callbacks=[banks])
+    assert banks.real_bank is not None and banks.real_bank.values.dtype == torch.float32
+    assert model.real_bank is None  # freed after fit
     datamodule = MNISTDataModule(data_dir=str(tiny_mnist), download=False)
     datamodule.setup("fit")
     idx = torch.arange(10)
     fake = model.generator.eval()(model.latents[idx])
-    via_bank = (model.loss_fn.features(fake) - model.real_bank.get(idx)).square().sum(1)
+    via_bank = (model.loss_fn.features(fake) - banks.real_bank.get(idx)).square().sum(1)
     direct = model.loss_fn(fake, datamodule.train_images()[idx])
     assert torch.allclose(via_bank, direct, rtol=1e-4, atol=1e-7)
 
 
 def test_epoch_outputs_are_reused_by_the_assignment(tiny_mnist: Path, tmp_path: Path) -> None:
     model = small_model(tmp_path, cost_outputs="epoch")
-    trainer = fit(model, tiny_mnist, tmp_path / "run", epochs=2)
+    banks = KeepBanks()
+    trainer = fit(model, tiny_mnist, tmp_path / "run", epochs=2, callbacks=[banks])
     assert trainer.callback_metrics["assign/frac_reused"] == 1.0  # every lattice point was seen in training
     check_permutation(model.assignment, 64)
-    assert not model.fake_bank.filled.any()  # cleared for the next epoch
+    assert not banks.fake_bank.filled.any()  # cleared for the next epoch
 
 
 def test_no_bank_over_budget_falls_back_to_fresh_features(tiny_mnist: Path, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ assigned to the lattice by OT (iterated block assignment on the squared distance
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -110,15 +111,17 @@ def solve_blocks(
     if groups and len(groups[-1]) > 1 and len(groups[-1][-1]) != len(groups[-1][0]):  # a short last block goes alone
         groups[-1:] = [groups[-1][:-1], groups[-1][-1:]]
     samples_out, points_out, costs_out = [], [], []
-    for group in groups:
-        samples = torch.stack(group)
-        candidates = assignment[samples]
-        costs = cost_fn(samples, candidates).detach().cpu().double().numpy()  # one conversion per group
-        for block, cand, cost in zip(samples, candidates, costs):
-            sigma = solve_lsap(cost, solver)
-            samples_out.append(block)
-            points_out.append(cand[torch.from_numpy(sigma)])
-            costs_out.append(torch.from_numpy(cost[np.arange(len(sigma)), sigma]).float())
+    # scipy's and POT's solvers release the GIL: the blocks of a group are solved in parallel
+    with ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads())) as pool:
+        for group in groups:
+            samples = torch.stack(group)
+            candidates = assignment[samples]
+            costs = cost_fn(samples, candidates).detach().cpu().double().numpy()  # one conversion per group
+            sigmas = pool.map(lambda cost: solve_lsap(cost, solver), costs)
+            for block, cand, cost, sigma in zip(samples, candidates, costs, sigmas):
+                samples_out.append(block)
+                points_out.append(cand[torch.from_numpy(sigma)])
+                costs_out.append(torch.from_numpy(cost[np.arange(len(sigma)), sigma]).float())
     if not samples_out:
         empty = torch.empty(0, dtype=torch.long)
         return empty, empty.clone(), torch.empty(0)

@@ -11,6 +11,7 @@ The run folder is `trainer.default_root_dir`: checkpoints go to `<run>/checkpoin
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -28,7 +29,8 @@ class NeuroSQLCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0})
+        # top-k = 1 keeps the newest epoch (no monitor); last.ckpt is written with every save
+        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 1})
         parser.add_lightning_class_args(RunArtifacts, "artifacts")
         parser.add_argument(
             "--overwrite", type=bool, default=False,
@@ -42,11 +44,26 @@ class NeuroSQLCLI(LightningCLI):
         if config.checkpoint.dirpath is None:
             config.checkpoint.dirpath = str(Path(root) / "checkpoints")
         if self.subcommand == "fit":
+            check_writable(Path(root))
             protect_earlier_run(Path(config.checkpoint.dirpath), config.ckpt_path, config.overwrite)
         logger = config.trainer.logger
         init_args = getattr(logger, "init_args", None)
         if init_args is not None and "save_dir" in init_args and init_args.save_dir in (None, "."):
             init_args.save_dir = root
+
+
+def check_writable(run_dir: Path) -> None:
+    """Fail before training when the run folder cannot be created or written."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise SystemExit(
+            f"error: cannot write to the run folder {run_dir} ({error.strerror or error}); "
+            "choose a writable one with --trainer.default_root_dir DIR (make train OUT=DIR)"
+        ) from error
 
 
 def protect_earlier_run(checkpoint_dir: Path, ckpt_path: str | None, overwrite: bool) -> None:

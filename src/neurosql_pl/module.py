@@ -149,6 +149,11 @@ class NeuroSQL(L.LightningModule):
                 raise RuntimeError("NeuroSQL needs a datamodule with `num_samples` and `image_shape` (or both given)")
             return
         shape, n = tuple(datamodule.image_shape), int(datamodule.num_samples)
+        if self.hparams.block_size > n:
+            raise ValueError(
+                f"block_size m={self.hparams.block_size} is larger than the N={n} training samples; "
+                f"use 2 <= m <= {n} (m = N is one global assignment)"
+            )
         if self.generator is None:
             self._build(shape, n)
         elif (shape, n) != (tuple(self.hparams.image_shape), self.num_samples):
@@ -182,6 +187,9 @@ class NeuroSQL(L.LightningModule):
     def on_train_start(self) -> None:
         self._build_feature_banks()
 
+    def on_train_end(self) -> None:
+        self.real_bank = self.fake_bank = None  # per-fit memory (up to 2 × feature_cache_gb)
+
     def _build_feature_banks(self) -> None:
         """Real-image features once per fit (and an empty bank for generated ones), within budget."""
         self.real_bank = self.fake_bank = None
@@ -210,10 +218,18 @@ class NeuroSQL(L.LightningModule):
         state = checkpoint["state_dict"]
         n, d = state["latents"].shape
         if d != self.hparams.latent_dim:
-            raise ValueError(f"checkpoint has latent_dim={d}, this model latent_dim={self.hparams.latent_dim}")
+            raise ValueError(
+                f"checkpoint has latent_dim={d} but this model has latent_dim={self.hparams.latent_dim}; "
+                f"resume with --model.latent_dim {d}"
+            )
         shape = tuple(checkpoint.get("hyper_parameters", {}).get("image_shape") or ())
         if self.generator is None and shape:
             self._build(shape, n)
+        elif shape and shape != tuple(self.hparams.image_shape):
+            raise ValueError(
+                f"checkpoint was trained on images of shape {shape} but the data has {tuple(self.hparams.image_shape)}; "
+                "resume with the same dataset settings (image_size, channels) as the checkpoint"
+            )
         elif self.num_samples != n:
             raise ValueError(
                 f"checkpoint holds per-sample state for N={n} images but the data has N={self.num_samples}; "
