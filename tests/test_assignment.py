@@ -118,7 +118,7 @@ def test_pca_assignment_puts_similar_images_on_nearby_lattice_points() -> None:
     direction = torch.randn(1, 1, 8, 8, generator=gen)
     images = t[:, None, None, None] * direction + 0.01 * torch.randn(128, 1, 8, 8, generator=gen)
     lattice = torch.randn(128, 2, generator=gen)
-    pi = pca_assignment(images, lattice, gen, block_size=128)
+    pi = pca_assignment(images.__getitem__, lattice, gen, block_size=128)
     check_permutation(pi, 128)
     first = lattice[pi][:, 0]
     corr = torch.corrcoef(torch.stack([first, t]))[0, 1].abs()

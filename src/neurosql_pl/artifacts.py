@@ -106,9 +106,9 @@ class RunArtifacts(L.Callback):
         """Rows of 8: real images, then their reconstructions, alternating."""
         from .callbacks import trainer_images
 
-        images = trainer_images(trainer)
-        count = min(self.num_reconstructions, images.shape[0])
-        idx = torch.linspace(0, images.shape[0] - 1, count).long()
-        real, fake = images[idx], pl_module.reconstruct(idx).cpu()
+        n = pl_module.num_samples
+        idx = torch.linspace(0, n - 1, min(self.num_reconstructions, n)).long()
+        count = len(idx)
+        real, fake = trainer_images(trainer)(idx), pl_module.reconstruct(idx).cpu()
         rows = [t for k in range(0, count, 8) for t in (real[k : k + 8], fake[k : k + 8])]
         return image_grid(torch.cat(rows), nrow=8)

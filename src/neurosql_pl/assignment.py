@@ -159,13 +159,24 @@ def random_assignment(num_samples: int, generator: torch.Generator) -> torch.Ten
     return torch.randperm(num_samples, generator=generator)
 
 
-def pca_scores(images: torch.Tensor, dim: int) -> torch.Tensor:
-    """Whitened scores on the `dim` leading principal components: (N, ...) → (N, dim), unit variance."""
-    x = images.reshape(images.shape[0], -1).double()
-    x = x - x.mean(dim=0, keepdim=True)
+ImageSource = Callable[[torch.Tensor], torch.Tensor]  # dataset indices (k,) → images (k, C, H, W)
+
+
+def pca_scores(images_at: ImageSource, num_samples: int, dim: int, fit_size: int = 10_000, chunk: int = 4096) -> torch.Tensor:
+    """Whitened scores on the `dim` leading principal components, (N, dim) with unit variance.
+
+    The components are fitted on at most `fit_size` evenly spaced images, then all N images are
+    projected `chunk` at a time, so large datasets never sit in memory as floats at once.
+    """
+    fit_idx = torch.linspace(0, num_samples - 1, min(fit_size, num_samples)).long().unique()
+    x = images_at(fit_idx).reshape(len(fit_idx), -1).double()
+    mean = x.mean(dim=0, keepdim=True)
     q = min(dim, x.shape[0], x.shape[1])
-    _, _, v = torch.pca_lowrank(x, q=q, center=False, niter=4)
-    scores = x @ v[:, :q]
+    _, _, v = torch.pca_lowrank(x - mean, q=q, center=False, niter=4)
+    components = v[:, :q]
+    scores = torch.cat(
+        [(images_at(rows).reshape(len(rows), -1).double() - mean) @ components for rows in torch.arange(num_samples).split(chunk)]
+    )
     scores = scores / scores.std(dim=0, keepdim=True).clamp_min(1e-12)
     if q < dim:  # fewer components than latent dimensions: pad with zeros
         scores = torch.cat([scores, scores.new_zeros(scores.shape[0], dim - q)], dim=1)
@@ -173,7 +184,7 @@ def pca_scores(images: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def pca_assignment(
-    images: torch.Tensor,
+    images_at: ImageSource,
     lattice: torch.Tensor,
     generator: torch.Generator,
     block_size: int = 256,
@@ -187,7 +198,7 @@ def pca_assignment(
     """
     from .costs import pairwise_sq_dists
 
-    scores = pca_scores(images, lattice.shape[1])
+    scores = pca_scores(images_at, lattice.shape[0], lattice.shape[1])
     pi = random_assignment(lattice.shape[0], generator)
 
     def cost_fn(samples: torch.Tensor, points: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import lightning as L
 import torch
 
-from .assignment import check_permutation, momentum_update, random_blocks, solve_blocks
+from .assignment import ImageSource, check_permutation, momentum_update, random_blocks, solve_blocks
 from .costs import pairwise_sq_dists
 
 if TYPE_CHECKING:
@@ -49,8 +49,8 @@ class AssignmentCallback(L.Callback):
             pl_module.log(f"assign/{name}", value, on_epoch=True, sync_dist=False)
 
     @torch.no_grad()
-    def assign(self, module: NeuroSQL, images: torch.Tensor, epoch: int) -> dict[str, float]:
-        """One assignment step on all N samples; images (N, C, H, W) in [-1, 1], index-ordered.
+    def assign(self, module: NeuroSQL, images_at: ImageSource, epoch: int) -> dict[str, float]:
+        """One assignment step on all N samples; images_at(indices) gives their images in [-1, 1].
 
         Costs come from the module's feature banks where it has them (real features cached at
         fit start; generated features recorded during the epoch when cost_outputs="epoch"),
@@ -58,8 +58,6 @@ class AssignmentCallback(L.Callback):
         """
         start = time.perf_counter()
         n = module.num_samples
-        if images.shape[0] != n:
-            raise ValueError(f"expected {n} training images for the assignment step, got {images.shape[0]}")
         loss_fn, device, lattice = module.loss_fn, module.device, module.lattice
         real_bank, fake_bank = module.real_bank, module.fake_bank
         was_training = module.generator.training
@@ -86,7 +84,7 @@ class AssignmentCallback(L.Callback):
                 return pairwise_sq_dists(x, fake_features(points.flatten()).view(k, b, -1))
             return torch.stack(
                 [
-                    loss_fn.cost_matrix(images[s].to(device), generate(p), batch_size=self.batch_size)
+                    loss_fn.cost_matrix(images_at(s).to(device), generate(p), batch_size=self.batch_size)
                     for s, p in zip(samples, points)
                 ]
             )
@@ -153,9 +151,9 @@ def gather_block_results(
     return padded[0][keep], padded[1][keep], padded[2][keep]
 
 
-def trainer_images(trainer: L.Trainer) -> torch.Tensor:
-    """All training images of the trainer's datamodule, (N, C, H, W) in [-1, 1], index order."""
+def trainer_images(trainer: L.Trainer) -> ImageSource:
+    """The training images of the trainer's datamodule by dataset index: (k,) → (k, C, H, W) in [-1, 1]."""
     datamodule = trainer.datamodule
     if datamodule is None or not hasattr(datamodule, "train_images"):
-        raise TypeError("the assignment step needs a datamodule with a train_images() method")
-    return datamodule.train_images()
+        raise TypeError("NeuroSQL needs a datamodule with a train_images(indices) method")
+    return datamodule.train_images

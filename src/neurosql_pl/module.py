@@ -172,8 +172,7 @@ class NeuroSQL(L.LightningModule):
         lattice = load_or_build_lattice(n, hp.latent_dim, hp.lattice_reference, hp.lattice_method, hp.seed, cache)
         generator = torch.Generator().manual_seed(hp.seed)
         if hp.init == "pca":
-            images = trainer_images(self.trainer)
-            pi = pca_assignment(images, lattice, generator, block_size=min(hp.block_size, n))
+            pi = pca_assignment(trainer_images(self.trainer), lattice, generator, block_size=min(hp.block_size, n))
         else:
             pi = random_assignment(n, generator)
         # broadcast from rank 0 so every process starts from identical state
@@ -201,9 +200,9 @@ class NeuroSQL(L.LightningModule):
         if bank is None:
             rank_zero_warn(f"real-image features ({n}×{dim}) exceed feature_cache_gb={hp.feature_cache_gb}; computing them per step")
             return
-        images = trainer_images(self.trainer)
+        images_at = trainer_images(self.trainer)
         for rows in torch.arange(n).split(512):
-            bank.put(rows, self.loss_fn.features_batched(images[rows].to(self.device), batch_size=512))
+            bank.put(rows, self.loss_fn.features_batched(images_at(rows).to(self.device), batch_size=512))
         self.real_bank = bank
         if hp.cost_outputs == "epoch":
             self.fake_bank = FeatureBank.within_budget(n, dim, hp.feature_cache_gb)
