@@ -6,11 +6,12 @@ DATA   ?= mnist
 MODEL  ?= $(if $(filter oasis,$(DATA)),neurosql_unet,neurosql_mse)
 OUT    ?= runs/$(DATA)
 ARGS   ?=
+SWEEP_FILE ?= experiments/sweeps/neurosql_mnist.yaml
 CONFIGS = --config experiments/configs/trainer/default.yaml \
           --config experiments/configs/model/$(MODEL).yaml \
           --config experiments/configs/data/$(DATA).yaml
 
-.PHONY: help install train data test test-all bench clean
+.PHONY: help install train data test test-all bench sweep agent sweep-dry clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +43,16 @@ test-all: install  ## every test, the slow ones too
 
 bench: install  ## speed benchmarks (GEMM cost, lattice build, assignment share of an epoch)
 	$(PY) experiments/bench.py
+
+sweep: install  ## create a W&B sweep from SWEEP_FILE (needs a W&B login); prints its id
+	$(VENV)/bin/wandb sweep $(SWEEP_FILE)
+
+agent: install  ## run trials of SWEEP=<entity/project/sweep_id>
+	@test -n "$(SWEEP)" || { echo "set SWEEP=<entity/project/sweep_id> (printed by make sweep)"; exit 2; }
+	$(VENV)/bin/wandb agent $(SWEEP)
+
+sweep-dry: install  ## one trial of SWEEP_FILE, offline, no login (extra flags in ARGS)
+	$(PY) -m neurosql_pl.sweeps $(SWEEP_FILE) -- $(ARGS)
 
 clean:  ## remove caches (keeps .venv, data and runs)
 	rm -rf .pytest_cache build *.egg-info
