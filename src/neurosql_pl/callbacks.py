@@ -38,13 +38,11 @@ class AssignmentCallback(L.Callback):
     ) -> None:
         self.block_size, self.rho, self.solver = block_size, rho, solver
         self.every_n_epochs, self.seed, self.batch_size = every_n_epochs, seed, batch_size
-        self.last_stats: dict[str, float] = {}
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: NeuroSQL) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs != 0:
             return
         stats = self.assign(pl_module, trainer_images(trainer), epoch=trainer.current_epoch)
-        self.last_stats = stats
         for name, value in stats.items():
             pl_module.log(f"assign/{name}", value, on_epoch=True, sync_dist=False)
 
