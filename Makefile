@@ -7,11 +7,12 @@ MODEL  ?= $(if $(filter oasis,$(DATA)),neurosql_unet,neurosql_mse)
 OUT    ?= runs/$(DATA)
 ARGS   ?=
 SWEEP_FILE ?= experiments/sweeps/neurosql_mnist.yaml
+N      ?= 1000
 CONFIGS = --config experiments/configs/trainer/default.yaml \
           --config experiments/configs/model/$(MODEL).yaml \
           --config experiments/configs/data/$(DATA).yaml
 
-.PHONY: help install train data test test-all bench sweep agent sweep-dry clean
+.PHONY: help install train data eval scaling test test-all bench sweep agent sweep-dry clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,6 +35,13 @@ train: install  ## train MODEL on DATA (default: NeuroSQL, MSE, MNIST) into OUT;
 
 data: install  ## download (or check, for manual-download datasets) DATA into data/
 	$(PY) -m datamodules.prepare $(DATA) $(ARGS)
+
+eval: install  ## score CKPT=<run>/checkpoints/last.ckpt with N samples: writes <run>/eval.json, prints a table
+	@test -n "$(CKPT)" || { echo "set CKPT=<run folder>/checkpoints/last.ckpt"; exit 2; }
+	$(PY) -m neurosql_pl.evaluate --ckpt $(CKPT) --n $(N) $(ARGS)
+
+scaling: install  ## Figure 5: epoch time against N for VAE, GAN, NeuroSQL at several m (OUT=runs/scaling)
+	$(PY) experiments/scaling.py --out $(if $(filter runs/$(DATA),$(OUT)),runs/scaling,$(OUT)) $(ARGS)
 
 test: install  ## the default test suite (CPU, no network, < 15 min on 2 cores)
 	$(PY) -m pytest -m "not slow" -q

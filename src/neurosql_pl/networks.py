@@ -9,6 +9,9 @@ upsampling stages bring it to full size, ending in a 3×3 convolution + tanh.
 s₀×s₀ map, then stride-2 transposed convolutions (BatchNorm + ReLU) that double the
 resolution and halve the width, the last one to the output channels, then tanh.
 s₀ ∈ {4, …, 7} is chosen so that s₀·2^k equals the image size (28 = 7·2², 32 = 4·2³, 64 = 4·2⁴).
+
+`DCGANEncoder` is its mirror image (stride-2 convolutions down to s₀×s₀, then a linear layer);
+the baselines use it as the VAE's encoder and the GAN's discriminator (`build_encoder`).
 """
 
 from __future__ import annotations
@@ -71,6 +74,70 @@ class DCGANGenerator(nn.Module):
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"expected codes of shape (B, {self.latent_dim}), got {tuple(z.shape)}")
         return self.to_image(self.upsample(self.project(z)))
+
+
+class DCGANEncoder(nn.Module):
+    """Mirror image of `DCGANGenerator`: images (B, channels, S, S) → (B, out_features).
+
+    Stride-2 4×4 convolutions halve the resolution and double the width (C → width →
+    2·width → … → width·2^(k-1) channels at s₀×s₀, for S = s₀·2^k), each followed by
+    LeakyReLU(0.2), then one linear layer. The VAE's encoder (out_features = 2·d: μ and
+    log σ²) and the GAN's discriminator (out_features = 1: a logit) are both this network.
+
+    norm: "batch" puts BatchNorm after every convolution but the first (as in the DCGAN
+    discriminator) or "none". spectral_norm wraps every convolution and the linear layer in
+    `torch.nn.utils.parametrizations.spectral_norm` (Miyato et al. 2018).
+    """
+
+    def __init__(
+        self,
+        out_features: int,
+        image_size: int = 28,
+        channels: int = 1,
+        width: int = 32,
+        norm: str = "batch",
+        spectral_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        if out_features < 1:
+            raise ValueError(f"out_features must be >= 1, got {out_features}")
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        if width < 1:
+            raise ValueError(f"width must be >= 1, got {width}")
+        if norm not in ("batch", "none"):
+            raise ValueError(f"norm must be 'batch' or 'none', got {norm!r}")
+        coarse, steps = _coarse_size(image_size)
+        self.image_size, self.channels, self.out_features = image_size, channels, out_features
+        wrap = nn.utils.parametrizations.spectral_norm if spectral_norm else (lambda m: m)
+        layers: list[nn.Module] = []
+        c_in, c_out = channels, width
+        for step in range(steps):
+            use_norm = norm == "batch" and step > 0
+            layers.append(wrap(nn.Conv2d(c_in, c_out, kernel_size=4, stride=2, padding=1, bias=not use_norm)))
+            if use_norm:
+                layers.append(nn.BatchNorm2d(c_out))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            c_in, c_out = c_out, c_out * 2
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        self.head = wrap(nn.Linear(c_in * coarse * coarse, out_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, channels, image_size, image_size) → (B, out_features)."""
+        expected = (self.channels, self.image_size, self.image_size)
+        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f"expected images of shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
+        return self.head(self.features(x))
+
+
+def build_encoder(
+    image_shape: tuple[int, int, int], out_features: int, width: int, norm: str = "batch", spectral_norm: bool = False
+) -> DCGANEncoder:
+    """`DCGANEncoder` for images of shape (C, H, W) with H == W."""
+    channels, height, width_px = image_shape
+    if height != width_px:
+        raise ValueError(f"square images expected, got image_shape={tuple(image_shape)}")
+    return DCGANEncoder(out_features, image_size=height, channels=channels, width=width, norm=norm, spectral_norm=spectral_norm)
 
 
 def _conv_block(c_in: int, c_out: int) -> nn.Sequential:

@@ -1,0 +1,120 @@
+"""Figure 5 of the paper: mean epoch time against the number of training images N.
+
+For each N (first-N MNIST images) and each model — VAE, GAN and NeuroSQL at several local
+assignment sizes m — one short CLI `fit` runs in this process; the epoch time is the mean
+of the epochs after the first (warm-up), assignment step included. Writes, under --out:
+  scaling.csv   model, m, N, epoch_time_s
+  scaling.png   log-log plot with the least-squares slope of each curve in the legend
+  scaling.md    the same as a markdown table, with the slopes
+
+    python experiments/scaling.py --out runs/scaling                      # CPU-sized default
+    python experiments/scaling.py --sizes 1000 10000 60000 --blocks 256 1024 4096 --epochs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from neurosql_pl.cli import main as cli
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def epoch_time(model_config: str, n: int, epochs: int, run_dir: Path, data_dir: str, extra: list[str]) -> float:
+    """Mean epoch time (s) of a fresh `fit` on the first n MNIST images, first epoch excluded."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cli([
+        "fit",
+        "--config", str(CONFIGS / "trainer" / "default.yaml"),
+        "--config", str(CONFIGS / "model" / f"{model_config}.yaml"),
+        "--config", str(CONFIGS / "data" / "mnist.yaml"),
+        "--data.data_dir", data_dir, "--data.subset", str(n),
+        "--trainer.max_epochs", str(epochs), "--trainer.logger", "false",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+        "--trainer.default_root_dir", str(run_dir), "--checkpoint.save_last", "false", "--checkpoint.save_top_k", "0",
+        *extra,
+    ])
+    times = json.loads((run_dir / "metrics.json").read_text())["epoch_times_s"]
+    return float(np.mean(times[1:] if len(times) > 1 else times))
+
+
+def slope(ns: list[int], ts: list[float]) -> float:
+    """Least-squares slope of log t against log N."""
+    return float(np.polyfit(np.log(ns), np.log(ts), 1)[0])
+
+
+def plot(rows: list[dict], path: Path) -> dict[str, float]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    slopes = {}
+    for label in dict.fromkeys(r["label"] for r in rows):
+        pts = [(r["N"], r["epoch_time_s"]) for r in rows if r["label"] == label]
+        ns, ts = zip(*pts)
+        slopes[label] = slope(list(ns), list(ts)) if len(ns) > 1 else float("nan")
+        ax.loglog(ns, ts, "o-", label=f"{label} (slope {slopes[label]:.2f})")
+    ax.set_xlabel("training images N")
+    ax.set_ylabel("mean epoch time (s)")
+    ax.set_title("Epoch time against N (MNIST, 2-core CPU)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return slopes
+
+
+def run(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    models = [("VAE", "vae", []), ("GAN", "gan", [])]
+    models += [(f"NeuroSQL m={m}", "neurosql_mse", ["--model.block_size", str(m)]) for m in args.blocks]
+    rows = []
+    for n in args.sizes:
+        for label, config, extra in models:
+            if "--model.block_size" in extra and int(extra[1]) > n:
+                continue
+            t = epoch_time(config, n, args.epochs, out / "work", args.data_dir, extra)
+            rows.append({"label": label, "model": config, "m": extra[1] if extra else "", "N": n, "epoch_time_s": t})
+            print(f"{label:>18}  N={n:>6}  {t:7.2f} s/epoch", flush=True)
+    shutil.rmtree(out / "work", ignore_errors=True)
+    with open(out / "scaling.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    slopes = plot(rows, out / "scaling.png")
+    sizes = sorted({r["N"] for r in rows})
+    lines = ["| model | " + " | ".join(f"N={n:,}" for n in sizes) + " | log-log slope |", "|---" * (len(sizes) + 2) + "|"]
+    for label, s in slopes.items():
+        cells = [next((f"{r['epoch_time_s']:.2f}" for r in rows if r["label"] == label and r["N"] == n), "–") for n in sizes]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {s:.2f} |")
+    (out / "scaling.md").write_text("Mean epoch time (s), first epoch excluded.\n\n" + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="runs/scaling")
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 5000, 10000, 20000])
+    parser.add_argument("--blocks", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per run; the first is excluded from the mean")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""End to end: `python -m neurosql_pl.evaluate` on a tiny NeuroSQL run (tiny MNIST files, trained
+in-process), with the small random-conv feature extractor; plus its error messages."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import CONFIGS, tiny_fit_args
+from idx_files import write_mnist_idx
+from neurosql_pl import evaluate as E
+from neurosql_pl.cli import main as cli_main
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("eval_run")
+    data = root / "data"
+    write_mnist_idx(data, n_train=64, n_test=16)
+    run = root / "run"
+    cli_main(tiny_fit_args(data, run, root / "lattices", "--trainer.logger", "false", "--model.perceptual", "null"))
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file() and (run / "metrics.json").is_file()
+    return {"root": root, "data": data, "run": run, "ckpt": ckpt}
+
+
+def _check_report(report: dict) -> None:
+    metrics = report["metrics"]
+    assert set(metrics) == set(E.METRIC_KEYS)
+    for key, value in metrics.items():
+        if key == "memorisation_flag":
+            assert isinstance(value, bool)
+        else:
+            assert isinstance(value, (int, float)) and not isinstance(value, bool), key
+            assert math.isfinite(value), key
+    assert 0 <= metrics["precision"] <= 1 and 0 <= metrics["coverage"] <= 1
+    assert metrics["train_epochs"] == 2 and metrics["train_total_time_s"] > 0
+
+
+def test_evaluate_end_to_end(tiny_run, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    args = ["--ckpt", str(tiny_run["ckpt"]), "--n", "16", "--features", "random-conv",
+            "--cache-dir", str(cache), "--kid-subsets", "10"]
+    assert E.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "| FID |" in printed and "not meaningful" in printed
+    eval_json = tiny_run["run"] / "eval.json"  # default: next to the checkpoint's run folder
+    report = json.loads(eval_json.read_text())
+    _check_report(report)
+    assert report["model_class"] == "neurosql_pl.NeuroSQL"
+    assert report["settings"]["n_samples"] == 16 and report["settings"]["n_train_reference"] == 64
+    assert report["settings"]["kid_subset_size"] == 8  # default: half of N
+    assert report["timing"]["real_stats_from_cache"] == {"test": False, "train": False}
+    assert not list(tiny_run["run"].glob("*.tmp"))
+
+    # again, with the data piece of experiments/configs + --data-dir, --out: same numbers, stats from the cache
+    out = tmp_path / "again" / "eval.json"
+    assert E.main(args + ["--out", str(out), "--quiet", "--data-config", str(CONFIGS / "data" / "mnist.yaml"),
+                          "--data-dir", str(tiny_run["data"]), "--fid-method", "eigh"]) == 0
+    again = json.loads(out.read_text())
+    assert again["timing"]["real_stats_from_cache"] == {"test": True, "train": True}
+    assert again["data_source"].endswith("mnist.yaml") and again["settings"]["fid_method"] == "eigh"
+    for key in ("fid", "kid_mean", "precision", "coverage", "pixel_syn_to_train", "recon_mse"):
+        assert again["metrics"][key] == pytest.approx(report["metrics"][key], rel=1e-6), key
+
+
+def test_evaluate_without_run_config_uses_checkpoint_hparams(tiny_run, tmp_path):
+    """A checkpoint copied away from its run folder still knows its model and data classes."""
+    lone = tmp_path / "lone.ckpt"
+    shutil.copy(tiny_run["ckpt"], lone)
+    report = E.evaluate(lone, n=8, features="random-conv", use_cache=False, kid_subsets=5, prdc_k=3,
+                        baseline=False, log=None)
+    assert report["data_source"] == "checkpoint datamodule hyper-parameters"
+    assert report["metrics"]["baseline_fid"] is None and math.isfinite(report["metrics"]["fid"])
+    assert report["metrics"]["train_epochs"] is None  # no metrics.json beside it
+    assert Path(report["eval_json"]) == tmp_path / "eval.json"
+
+
+def test_missing_and_corrupt_checkpoints_fail_clearly(tiny_run, tmp_path, capsys):
+    assert E.main(["--ckpt", str(tmp_path / "nope.ckpt"), "--features", "random-conv"]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(tiny_run["ckpt"].read_bytes()[:5000])  # truncated
+    assert E.main(["--ckpt", str(broken), "--features", "random-conv"]) == 2
+    assert "truncated or corrupt" in capsys.readouterr().err
+    with pytest.raises(E.EvaluationError, match="n must be at least"):
+        E.evaluate(tiny_run["ckpt"], n=3, features="random-conv", log=None)
+    with pytest.raises(E.EvaluationError, match="MNIST not found"):
+        E.evaluate(tiny_run["ckpt"], n=8, features="random-conv", data_dir=str(tmp_path / "empty"), log=None)
