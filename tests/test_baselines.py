@@ -223,6 +223,7 @@ def test_ddpm_and_ddim_samplers_produce_in_range_images() -> None:
     assert torch.equal(ddim, model.sample(4, generator=seed(), sampler="ddim", steps=10))  # η = 0: deterministic
     assert not torch.equal(ddpm, ddim)
     assert model.sampling_timesteps(10)[-1] == 49 and len(model.sampling_timesteps(10)) == 10
+    assert model.sampling_timesteps(1) == [49] and model.sampling_timesteps(50) == list(range(50))
     with pytest.raises(ValueError, match="sampler"):
         model.sample(1, sampler="euler")
 

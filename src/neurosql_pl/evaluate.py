@@ -259,15 +259,19 @@ def draw_samples(model, n: int, seed: int, batch_size: int) -> Tensor:
 
 
 def reconstruct_callable(model) -> Callable[[Tensor, Tensor], Tensor] | None:
-    """Adapt ``model.reconstruct`` to (images, indices) → images; None if the model has none.
+    """Adapt the model's reconstruction method to (images, indices) → images; None if it has none.
 
-    A first parameter named idx / indices / index takes dataset indices (NeuroSQL), any other
-    name takes the images (autoencoders)."""
-    method = getattr(model, "reconstruct", None)
+    ``reconstruct_images(x)`` is used when the model has it (autoencoders); else
+    ``reconstruct``: a first parameter named idx / indices / index takes dataset indices
+    (NeuroSQL reconstructs G(Ẑ_i)), any other name takes the images."""
+    method = getattr(model, "reconstruct_images", None)
+    by_index = False
     if not callable(method):
-        return None
-    params = [p for p in inspect.signature(method).parameters.values() if p.kind != p.VAR_KEYWORD]
-    by_index = bool(params) and params[0].name in ("idx", "indices", "index")
+        method = getattr(model, "reconstruct", None)
+        if not callable(method):
+            return None
+        params = [p for p in inspect.signature(method).parameters.values() if p.kind != p.VAR_KEYWORD]
+        by_index = bool(params) and params[0].name in ("idx", "indices", "index")
     device = next(iter(model.parameters()), torch.empty(0)).device
 
     def call(x: Tensor, i: Tensor) -> Tensor:

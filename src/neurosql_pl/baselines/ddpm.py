@@ -209,8 +209,9 @@ class DDPM(ImageModelBase):
         steps = steps or self.hparams.sample_steps or self.timesteps
         if not 1 <= steps <= self.timesteps:
             raise ValueError(f"sample_steps must be in 1..timesteps={self.timesteps}, got {steps}")
-        tau = torch.linspace(0, self.timesteps - 1, steps).round().long().unique()
-        return tau.tolist()
+        if steps == 1:
+            return [self.timesteps - 1]
+        return torch.linspace(0, self.timesteps - 1, steps).round().long().unique().tolist()
 
     @torch.no_grad()
     def sample(
