@@ -11,7 +11,6 @@ Each epoch it logs the same sample grid (uint8, as W&B needs) to loggers that ta
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 from torchvision.utils import make_grid
 
+from datamodules.download import atomic_writer
+
 
 def image_grid(images: torch.Tensor, nrow: int = 8) -> np.ndarray:
     """Images (B, C, H, W) in [-1, 1] → a uint8 grid (H', W', 3) for PNG files and W&B."""
@@ -30,18 +31,17 @@ def image_grid(images: torch.Tensor, nrow: int = 8) -> np.ndarray:
     return ((grid + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
+def write_json_atomic(data: dict[str, Any], path: Path) -> None:
+    """Write JSON (strict: no NaN/Infinity) through a temporary file and an atomic rename."""
+    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    with atomic_writer(path) as f:
+        f.write(text.encode())
+
+
 def save_png(array: np.ndarray, path: Path) -> None:
     """Write a uint8 (H, W, 3) array atomically (a temp file, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
-
-
-def save_json(data: dict[str, Any], path: Path) -> None:
-    """Write JSON atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    with atomic_writer(path) as f:
+        Image.fromarray(array).save(f, format="PNG")
 
 
 class RunArtifacts(L.Callback):
@@ -79,7 +79,7 @@ class RunArtifacts(L.Callback):
         save_png(image_grid(self._samples(pl_module)), out / "samples.png")
         if hasattr(pl_module, "reconstruct"):
             save_png(self._reconstruction_grid(trainer, pl_module), out / "reconstructions.png")
-        save_json(self.metrics(trainer), out / "metrics.json")
+        write_json_atomic(self.metrics(trainer), out / "metrics.json")
 
     def metrics(self, trainer: L.Trainer) -> dict[str, Any]:
         """Final logged values plus timing (seconds)."""

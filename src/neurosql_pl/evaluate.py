@@ -51,11 +51,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
-import json
 import math
 import os
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -66,6 +64,7 @@ import torch
 from torch import Tensor
 
 from . import metrics as M
+from .artifacts import write_json_atomic
 
 __all__ = ["EvaluationError", "evaluate", "format_markdown", "main", "METRIC_KEYS"]
 
@@ -493,26 +492,6 @@ def evaluate(
     write_json_atomic(report, out_path)
     report["eval_json"] = str(out_path)
     return report
-
-
-def write_json_atomic(data: dict[str, Any], path: Path) -> None:
-    """Write JSON (strict: no NaN/Infinity) through a temporary file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 # ----------------------------------------------------------------------------- report

@@ -72,7 +72,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -84,6 +83,8 @@ import torch
 from scipy import special
 from scipy.spatial.distance import cdist
 from scipy.stats import qmc
+
+from datamodules.download import atomic_writer
 
 __all__ = [
     "REFERENCES",
@@ -347,24 +348,6 @@ def _load(path: Path, meta: dict) -> torch.Tensor:
     return q.contiguous()
 
 
-def _save_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the cache may be shared
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def load_or_build_lattice(
     num_points: int, dim: int, reference: str = "cube", method: str = "pot", seed: int = 0,
     cache_dir: str | Path | None = None,
@@ -385,7 +368,8 @@ def load_or_build_lattice(
                           RuntimeWarning, stacklevel=2)
     q = build_lattice(n, d, reference, method, seed)
     try:
-        _save_atomic(path, {"meta": meta, "lattice": q})
+        with atomic_writer(path) as f:
+            torch.save({"meta": meta, "lattice": q}, f)
     except OSError as exc:
         warnings.warn(f"could not write lattice cache {path} ({exc}); continuing without it",
                       RuntimeWarning, stacklevel=2)

@@ -46,7 +46,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -55,6 +54,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from datamodules.download import atomic_writer
 
 from .costs import pairwise_sq_dists
 
@@ -580,24 +581,6 @@ def stats_cache_path(key: dict[str, Any], cache_dir: str | os.PathLike[str] | No
     return root / (re.sub(r"[^A-Za-z0-9._-]+", "-", stem) + ".pt")
 
 
-def _save_atomic(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _load_stats(path: Path, key: dict[str, Any]) -> FeatureStats:
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("key") != key:
@@ -644,7 +627,8 @@ def load_or_compute_real_stats(
     stats = FeatureStats.from_features(features, keep_features=keep)
     payload = {"key": key, "n": stats.n, "mean": stats.mean, "cov": stats.cov, "features": stats.features}
     try:
-        _save_atomic(path, payload)
+        with atomic_writer(path) as f:
+            torch.save(payload, f)
     except OSError as exc:
         warnings.warn(f"could not write real-statistics cache {path} ({exc}); continuing without it",
                       RuntimeWarning, stacklevel=2)
