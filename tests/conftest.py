@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -16,6 +17,17 @@ sys.path.insert(0, str(Path(__file__).parent))  # test helpers such as idx_files
 from idx_files import write_mnist_idx  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def offline(*args, **kwargs):
+    raise OSError("network access is disabled in the tests")
+
+
+def block_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any attempt to open a network connection in this process fail at once."""
+    monkeypatch.setattr(socket.socket, "connect", offline)
+    monkeypatch.setattr(socket, "create_connection", offline)
+    monkeypatch.setattr(socket, "getaddrinfo", offline)
 CONFIGS = REPO / "experiments" / "configs"
 
 

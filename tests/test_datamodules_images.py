@@ -8,7 +8,6 @@ the tests of a download path put back a local fake explicitly.
 from __future__ import annotations
 
 import io
-import socket
 import stat
 import zipfile
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import offline, block_network
 from idx_files import write_mnist_idx
 from image_files import (
     celeba_partition,
@@ -49,17 +49,11 @@ N_PER_CLASS, N_VAL_PER_CLASS = 4, 2
 N_FOLDER = 12
 
 
-def _offline(*args, **kwargs):
-    raise OSError("network access is disabled in the tests")
-
-
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
     """Any attempt to reach the network fails at once."""
-    monkeypatch.setattr(socket.socket, "connect", _offline)
-    monkeypatch.setattr(socket, "create_connection", _offline)
-    monkeypatch.setattr(socket, "getaddrinfo", _offline)
-    monkeypatch.setattr(afhq, "fetch_url_to_file", _offline)
+    block_network(monkeypatch)
+    monkeypatch.setattr(afhq, "fetch_url_to_file", offline)
 
     def torchvision_offline(root):
         raise RuntimeError("To download files from GDrive, 'gdown' is required (network disabled in tests)")

