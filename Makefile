@@ -12,7 +12,7 @@ CONFIGS = --config experiments/configs/trainer/default.yaml \
           --config experiments/configs/model/$(MODEL).yaml \
           --config experiments/configs/data/$(DATA).yaml
 
-.PHONY: help install train data eval scaling test test-all bench sweep agent sweep-dry clean
+.PHONY: help install train data eval compare scaling fewshot latent2d test test-all bench sweep agent sweep-dry clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,15 @@ data: install  ## download (or check, for manual-download datasets) DATA into da
 eval: install  ## score CKPT=<run>/checkpoints/last.ckpt with N samples: writes <run>/eval.json, prints a table
 	@test -n "$(CKPT)" || { echo "set CKPT=<run folder>/checkpoints/last.ckpt"; exit 2; }
 	$(PY) -m neurosql_pl.evaluate --ckpt $(CKPT) --n $(N) $(ARGS)
+
+compare: install  ## NeuroSQL vs VAE, GAN, DDPM on DATA, same wall time each, all metrics (OUT=runs/compare/DATA)
+	$(PY) experiments/compare.py --data $(DATA) --out $(if $(filter runs/$(DATA),$(OUT)),runs/compare/$(DATA),$(OUT)) $(ARGS)
+
+fewshot: install  ## FID and pixel distance with N = 100…5000 training images per model (OUT=runs/fewshot/DATA)
+	$(PY) experiments/fewshot.py --data $(DATA) --out $(if $(filter runs/$(DATA),$(OUT)),runs/fewshot/$(DATA),$(OUT)) $(ARGS)
+
+latent2d: install  ## Figure 2: d = 2 NeuroSQL vs a 2-D VAE on MNIST, codes by digit + decoded grids (OUT=runs/latent2d)
+	$(PY) experiments/latent2d.py --out $(if $(filter runs/$(DATA),$(OUT)),runs/latent2d,$(OUT)) $(ARGS)
 
 scaling: install  ## Figure 5: epoch time against N for VAE, GAN, NeuroSQL at several m (OUT=runs/scaling)
 	$(PY) experiments/scaling.py --out $(if $(filter runs/$(DATA),$(OUT)),runs/scaling,$(OUT)) $(ARGS)

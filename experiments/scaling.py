@@ -8,40 +8,25 @@ of the epochs after the first (warm-up), assignment step included. Writes, under
   scaling.md    the same as a markdown table, with the slopes
 
     python experiments/scaling.py --out runs/scaling                      # CPU-sized default
-    python experiments/scaling.py --sizes 1000 10000 60000 --blocks 256 1024 4096 --epochs 3
+    python experiments/scaling.py @experiments/gpu/scaling.args                # GPU-sized
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import logging
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-from neurosql_pl.cli import main as cli
-
-CONFIGS = Path(__file__).resolve().parent / "configs"
+from runner import fit, quiet, write_csv
 
 
 def epoch_time(model_config: str, n: int, epochs: int, run_dir: Path, data_dir: str, extra: list[str]) -> float:
     """Mean epoch time (s) of a fresh `fit` on the first n MNIST images, first epoch excluded."""
-    shutil.rmtree(run_dir, ignore_errors=True)
-    cli([
-        "fit",
-        "--config", str(CONFIGS / "trainer" / "default.yaml"),
-        "--config", str(CONFIGS / "model" / f"{model_config}.yaml"),
-        "--config", str(CONFIGS / "data" / "mnist.yaml"),
-        "--data.data_dir", data_dir, "--data.subset", str(n),
-        "--trainer.max_epochs", str(epochs), "--trainer.logger", "false",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.default_root_dir", str(run_dir), "--checkpoint.save_last", "false", "--checkpoint.save_top_k", "0",
-        *extra,
-    ])
+    fit(model_config, run_dir, "mnist", data_dir,
+        ["--data.subset", str(n), "--trainer.max_epochs", str(epochs), *extra], checkpoints=False)
     times = json.loads((run_dir / "metrics.json").read_text())["epoch_times_s"]
     return float(np.mean(times[1:] if len(times) > 1 else times))
 
@@ -89,10 +74,7 @@ def run(args: argparse.Namespace) -> None:
             rows.append({"label": label, "model": config, "m": extra[1] if extra else "", "N": n, "epoch_time_s": t})
             print(f"{label:>18}  N={n:>6}  {t:7.2f} s/epoch", flush=True)
     shutil.rmtree(out / "work", ignore_errors=True)
-    with open(out / "scaling.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, out / "scaling.csv")
     slopes = plot(rows, out / "scaling.png")
     sizes = sorted({r["N"] for r in rows})
     lines = ["| model | " + " | ".join(f"N={n:,}" for n in sizes) + " | log-log slope |", "|---" * (len(sizes) + 2) + "|"]
@@ -103,16 +85,21 @@ def run(args: argparse.Namespace) -> None:
     print("\n".join(lines))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, fromfile_prefix_chars="@"
+    )
     parser.add_argument("--out", default="runs/scaling")
     parser.add_argument("--data-dir", default="data")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 5000, 10000, 20000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 5000, 10000, 20000, 60000])
     parser.add_argument("--blocks", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--epochs", type=int, default=2, help="epochs per run; the first is excluded from the mean")
-    args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    quiet()
     run(args)
 
 

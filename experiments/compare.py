@@ -1,0 +1,193 @@
+"""The paper's main comparison: NeuroSQL, VAE, GAN and DDPM trained under one matched budget on
+one dataset, each scored with every metric of ``neurosql_pl.evaluate``, samples side by side.
+
+Budget (CPU-sized default): the same WALL TIME per model (--minutes, Lightning's
+``trainer.max_time``), capped at --max-epochs, on the same data, batch size and latent size d, with
+the same generator network for NeuroSQL, VAE (decoder) and GAN; the DDPM's denoiser has the same
+parameter count (experiments/configs/model/ddpm.yaml). ``--budget epochs`` gives every model the
+same number of epochs (--max-epochs) instead, and the table shows the time each took.
+
+Writes, under --out (default runs/compare/<data>):
+  <model>/              the run folder: config.yaml, metrics.json, samples.png, checkpoints/last.ckpt,
+                        eval.json (a finished model is reused on a rerun; --force trains it again)
+  compare.csv           one row per model (and one for the real data): every metric
+  compare.md            the markdown table
+  compare.png           one 8x8 sample grid per model, side by side, and real images
+
+    python experiments/compare.py                                     # MNIST, 6 min per model, N=500
+    python experiments/compare.py --data celeba @experiments/gpu/compare.args   # GPU-sized
+    python experiments/compare.py -- --data.subset 10000              # extra CLI flags for every fit
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from runner import MODELS, ExperimentError, check_can_train, fit, markdown_table, quiet, trained_and_scored, write_csv
+
+from neurosql_pl.evaluate import EvaluationError
+
+#: (column, eval.json metric key, real-data key) in table order; KID is shown ×10³ in the table
+COLUMNS: list[tuple[str, str, str | None]] = [
+    ("FID ↓", "fid", "baseline_fid"),
+    ("KID×10³ ↓", "kid_mean", "baseline_kid_mean"),
+    ("precision ↑", "precision", "baseline_precision"),
+    ("recall ↑", "recall", "baseline_recall"),
+    ("density", "density", "baseline_density"),
+    ("coverage ↑", "coverage", "baseline_coverage"),
+    ("pixel syn→train", "pixel_syn_to_train", "pixel_test_to_train"),
+    ("pixel train→syn ↓", "pixel_train_to_syn", "pixel_train_to_test"),
+    ("memorisation ratio", "memorisation_ratio", None),
+    ("LPIPS syn→NN", "lpips_syn_nn", "lpips_test_nn"),
+    ("SSIM syn→NN", "ssim_syn_nn", "ssim_test_nn"),
+    ("recon MSE ↓", "recon_mse", None),
+    ("recon SSIM ↑", "recon_ssim", None),
+    ("recon LPIPS ↓", "recon_lpips", None),
+]
+
+
+def train(label: str, args: argparse.Namespace, run_dir: Path) -> None:
+    config, flags = MODELS[label]
+    if label == "NeuroSQL":
+        config = args.neurosql_config
+        flags = [*flags, "--model.block_size", str(args.block_size)]
+    budget = ["--trainer.max_epochs", str(args.max_epochs)]
+    if args.budget == "time":
+        seconds = max(1, round(60 * args.minutes))
+        budget += ["--trainer.max_time", f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"]
+    fit(config, run_dir, args.data, args.data_dir, [*flags, *budget, *args.cli_args])
+
+
+def row_of(label: str, report: dict[str, Any]) -> dict[str, Any]:
+    m = report["metrics"]
+    row: dict[str, Any] = {"model": label, "epochs": m["train_epochs"], "epoch_time_s": m["train_epoch_time_s"],
+                           "train_time_s": m["train_total_time_s"],
+                           "sample_ms_per_image": 1e3 * report["timing"]["sample_s"] / report["settings"]["n_samples"]}
+    row.update({key: m[key] for _, key, _ in COLUMNS})
+    return row
+
+
+def real_row(report: dict[str, Any]) -> dict[str, Any]:
+    """The real data's own scores (training images vs held-out ones): what a perfect model gets."""
+    m = report["metrics"]
+    row: dict[str, Any] = {"model": "real data (train vs held-out)"}
+    row.update({key: (m[base] if base else None) for _, key, base in COLUMNS})
+    return row
+
+
+def side_by_side(run_dirs: dict[str, Path], real: torch.Tensor | None, path: Path) -> None:
+    """The models' samples.png grids (and a grid of real images) in one row, titled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from neurosql_pl.artifacts import image_grid
+
+    panels = [(label, np.asarray(Image.open(d / "samples.png").convert("RGB"))) for label, d in run_dirs.items()]
+    if real is not None:
+        panels.append(("real (held-out)", image_grid(real)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.5))
+    for ax, (label, grid) in zip(np.atleast_1d(axes), panels):
+        ax.imshow(grid)
+        ax.set_title(label, fontsize=11)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def real_images(run_dir: Path, data_dir: str, n: int = 64) -> torch.Tensor | None:
+    """n held-out images of the run's dataset, in [-1, 1] (None when it has no held-out split)."""
+    from neurosql_pl.evaluate import _read_yaml, build_datamodule, data_section, dataset_images, heldout_dataset
+
+    section, _ = data_section(None, _read_yaml(run_dir / "config.yaml"), {})
+    try:
+        held = heldout_dataset(build_datamodule(section, data_dir))
+    except EvaluationError:
+        return None
+    return dataset_images(held, torch.arange(min(n, len(held))))
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    out = Path(args.out or f"runs/compare/{args.data}")
+    out.mkdir(parents=True, exist_ok=True)
+    unknown = [m for m in args.models if m not in MODELS]
+    if unknown:
+        raise ExperimentError(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
+    run_dirs = {label: out / label.lower() for label in args.models}
+    for run_dir in run_dirs.values():  # check them all before hours of training
+        check_can_train(run_dir, args.force)
+    rows, reports = [], {}
+    t_start = time.perf_counter()
+    for label, run_dir in run_dirs.items():
+        report = trained_and_scored(
+            label, run_dir, lambda: train(label, args, run_dir), args.force, args.n, args.data_dir,
+            args.features, args.fid_method, args.seed,
+        )
+        reports[label] = report
+        rows.append(row_of(label, report))
+    rows.append(real_row(next(iter(reports.values()))))
+    write_csv(rows, out / "compare.csv")
+    header = ["model", "epochs", "s/epoch", "train s", "ms/sample"] + [c for c, _, _ in COLUMNS]
+    keys = ["model", "epochs", "epoch_time_s", "train_time_s", "sample_ms_per_image"] + [k for _, k, _ in COLUMNS]
+    first = next(iter(reports.values()))["settings"]
+    budget = (f"{args.minutes:g} min of training per model (capped at {args.max_epochs} epochs)" if args.budget == "time"
+              else f"{args.max_epochs} epochs per model")
+    note = (f"{args.data}, budget: {budget}; N = {first['n_samples']} samples scored against "
+            f"{first['n_heldout_images']} held-out images ({first['feature_extractor_id']} features); "
+            f"pixel distances are mean squared errors in [-1, 1] pixel units to the nearest of all "
+            f"{first['n_train_reference']} training images. Total {time.perf_counter() - t_start:.0f} s.")
+    def cell(row: dict[str, Any], key: str) -> Any:
+        value = row.get(key)
+        return 1e3 * value if key == "kid_mean" and value is not None else value
+
+    table = markdown_table(header, [[cell(r, k) for k in keys] for r in rows])
+    (out / "compare.md").write_text(note + "\n\n" + table + "\n")
+    side_by_side({label: d for label, d in run_dirs.items()}, real_images(next(iter(run_dirs.values())), args.data_dir),
+                 out / "compare.png")
+    print(note + "\n\n" + table, flush=True)
+    return rows
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, fromfile_prefix_chars="@"
+    )
+    p.add_argument("--data", default="mnist", help="an experiments/configs/data piece (default mnist)")
+    p.add_argument("--data-dir", default="data")
+    p.add_argument("--out", default=None, help="default runs/compare/<data>")
+    p.add_argument("--models", nargs="+", default=list(MODELS), help=f"subset of {' '.join(MODELS)}")
+    p.add_argument("--neurosql-config", default="neurosql_mse", help="model piece for NeuroSQL (neurosql_lpips: the paper's loss)")
+    p.add_argument("--block-size", type=int, default=256, help="NeuroSQL's assignment block m")
+    p.add_argument("--budget", choices=["time", "epochs"], default="time")
+    p.add_argument("--minutes", type=float, default=6, help="training minutes per model (--budget time)")
+    p.add_argument("--max-epochs", type=int, default=100, help="epoch cap (the whole budget with --budget epochs)")
+    p.add_argument("--n", type=int, default=500, help="samples scored per model (and real images per set)")
+    p.add_argument("--features", default="inception", choices=["inception", "random-conv"])
+    p.add_argument("--fid-method", default="eigh", choices=["eigh", "torchmetrics"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="train every model again, replacing its run folder")
+    p.add_argument("cli_args", nargs="*", help="after --: extra LightningCLI flags for every fit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    quiet()
+    try:
+        run(args)
+    except (ExperimentError, EvaluationError) as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()

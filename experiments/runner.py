@@ -1,0 +1,140 @@
+"""What every experiment script shares: one CLI `fit` per run, a run folder's state, and the
+CSV / markdown writers. Imported by the scripts beside it (``python experiments/<name>.py``)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from neurosql_pl.cli import NeuroSQLCLI
+from neurosql_pl.cli import main as cli
+from neurosql_pl.evaluate import evaluate
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+
+#: model label → (experiments/configs/model piece, extra CLI flags) of the paper's comparison
+MODELS: dict[str, tuple[str, list[str]]] = {
+    "NeuroSQL": ("neurosql_mse", []),
+    "VAE": ("vae", []),
+    "GAN": ("gan", []),
+    "DDPM": ("ddpm", []),
+}
+
+
+class ExperimentError(RuntimeError):
+    """Bad experiment settings or a run folder in a state the script will not touch."""
+
+
+def quiet() -> None:
+    """Keep the scripts' output to their own progress lines."""
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
+
+
+def fit(
+    model_config: str,
+    run_dir: Path,
+    data_config: str = "mnist",
+    data_dir: str = "data",
+    extra: Sequence[str] = (),
+    checkpoints: bool = True,
+) -> NeuroSQLCLI:
+    """One LightningCLI `fit` with the project's config pieces into ``run_dir`` (replaced).
+
+    ``checkpoints``: keep ``checkpoints/last.ckpt`` (written once, at the end of fit);
+    False writes none. The W&B logger and progress bar are off; ``extra`` flags come last and win.
+    Returns the CLI object (its ``model``, ``datamodule`` and ``trainer`` after training).
+    """
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return cli([
+        "fit",
+        "--config", str(CONFIGS / "trainer" / "default.yaml"),
+        "--config", str(CONFIGS / "model" / f"{model_config}.yaml"),
+        "--config", str(CONFIGS / "data" / f"{data_config}.yaml"),
+        "--data.data_dir", data_dir,
+        "--trainer.logger", "false",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+        "--trainer.default_root_dir", str(run_dir),
+        "--checkpoint.save_last", str(checkpoints).lower(), "--checkpoint.save_top_k", "0",
+        *extra,
+    ])
+
+
+def run_state(run_dir: Path) -> str:
+    """'evaluated' (eval.json), 'trained' (metrics.json + last.ckpt), 'absent', or 'partial'."""
+    if (run_dir / "eval.json").is_file() and (run_dir / "metrics.json").is_file():
+        return "evaluated"
+    if (run_dir / "metrics.json").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return "trained"
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return "absent"
+    return "partial"
+
+
+def check_can_train(run_dir: Path, force: bool) -> None:
+    """Refuse to replace an interrupted run's folder unless ``force``: it may hold the only copy."""
+    if run_state(run_dir) == "partial" and not force:
+        raise ExperimentError(
+            f"{run_dir} holds an unfinished run (no metrics.json / checkpoints/last.ckpt). "
+            "Move it away, or pass --force to train it again from scratch (its files are replaced)."
+        )
+
+
+def trained_and_scored(
+    label: str, run_dir: Path, train: Callable[[], Any], force: bool, n: int, data_dir: str,
+    features: str = "inception", fid_method: str = "eigh", seed: int = 0,
+) -> dict[str, Any]:
+    """The eval.json report of ``run_dir``: reused when it was made with the same n, features and
+    seed; else ``neurosql_pl.evaluate`` of ``checkpoints/last.ckpt``, after ``train()`` when no
+    finished run is there (or ``force``)."""
+    state = "absent" if force else run_state(run_dir)
+    if state == "evaluated":
+        report = json.loads((run_dir / "eval.json").read_text())
+        settings = report.get("settings", {})
+        if (settings.get("n_samples"), settings.get("features"), settings.get("seed")) == (n, features, seed):
+            print(f"[{label}] reusing {run_dir / 'eval.json'}", flush=True)
+            return report
+    if state not in ("trained", "evaluated"):
+        print(f"[{label}] training into {run_dir}", flush=True)
+        train()
+    print(f"[{label}] evaluating with N={n} samples", flush=True)
+    return evaluate(
+        run_dir / "checkpoints" / "last.ckpt", n=n, data_dir=data_dir, features=features, fid_method=fid_method,
+        seed=seed, log=lambda msg: print(f"    {msg}", flush=True),
+    )
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    """rows → CSV with the union of their keys as header (first-seen order)."""
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A table cell: '–' for missing, ints as they are, floats to ``digits`` significant digits."""
+    if value is None or value == "":
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A markdown table; cells through ``fmt``."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
