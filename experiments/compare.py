@@ -152,6 +152,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             f"pixel distances are mean squared errors in [-1, 1] pixel units to the nearest of all "
             f"{first['n_train_reference']} training images. s/epoch leaves out the last epoch, which the "
             f"budget may have cut; training + evaluation took {sum(r['train_time_s'] + r['eval_time_s'] for r in rows[:-1]):.0f} s.")
+
     def cell(row: dict[str, Any], key: str) -> Any:
         value = row.get(key)
         return 1e3 * value if key == "kid_mean" and value is not None else value
