@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from runner import MODELS, ExperimentError, check_can_train, fit, markdown_table, quiet, trained_and_scored, write_csv
+from runner import (
+    MODELS, add_scoring_args, check_can_train, check_models, fit, markdown_table, script_main, script_parser,
+    trained_and_scored, write_csv,
+)
 
 from neurosql_pl.evaluate import EvaluationError
 
@@ -126,9 +128,7 @@ def real_images(run_dir: Path, data_dir: str, n: int = 64) -> torch.Tensor | Non
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     out = Path(args.out or f"runs/compare/{args.data}")
     out.mkdir(parents=True, exist_ok=True)
-    unknown = [m for m in args.models if m not in MODELS]
-    if unknown:
-        raise ExperimentError(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
+    check_models(args.models)
     run_dirs = {label: out / label.lower() for label in args.models}
     for run_dir in run_dirs.values():  # check them all before hours of training
         check_can_train(run_dir, args.force)
@@ -166,34 +166,21 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, fromfile_prefix_chars="@"
-    )
+    p = script_parser(__doc__)
     p.add_argument("--data", default="mnist", help="an experiments/configs/data piece (default mnist)")
     p.add_argument("--data-dir", default="data")
     p.add_argument("--out", default=None, help="default runs/compare/<data>")
-    p.add_argument("--models", nargs="+", default=list(MODELS), help=f"subset of {' '.join(MODELS)}")
     p.add_argument("--neurosql-config", default="neurosql_mse", help="model piece for NeuroSQL (neurosql_lpips: the paper's loss)")
     p.add_argument("--block-size", type=int, default=256, help="NeuroSQL's assignment block m")
     p.add_argument("--budget", choices=["time", "epochs"], default="time")
     p.add_argument("--minutes", type=float, default=6, help="training minutes per model (--budget time)")
     p.add_argument("--max-epochs", type=int, default=100, help="epoch cap (the whole budget with --budget epochs)")
-    p.add_argument("--n", type=int, default=500, help="samples scored per model (and real images per set)")
-    p.add_argument("--features", default="inception", choices=["inception", "random-conv"])
-    p.add_argument("--fid-method", default="eigh", choices=["eigh", "torchmetrics"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--force", action="store_true", help="train every model again, replacing its run folder")
-    p.add_argument("cli_args", nargs="*", help="after --: extra LightningCLI flags for every fit")
+    add_scoring_args(p, n=500, force_help="train every model again, replacing its run folder")
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    quiet()
-    try:
-        run(args)
-    except (ExperimentError, EvaluationError) as err:
-        sys.exit(f"error: {err}")
+    script_main(build_parser, run, argv)
 
 
 if __name__ == "__main__":

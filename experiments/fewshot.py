@@ -21,15 +21,15 @@ Writes, under --out (default runs/fewshot/<data>):
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from runner import MODELS, ExperimentError, check_can_train, fit, markdown_table, quiet, trained_and_scored, write_csv
-
-from neurosql_pl.evaluate import EvaluationError
+from runner import (
+    MODELS, ExperimentError, add_scoring_args, check_can_train, check_models, fit, markdown_table, script_main,
+    script_parser, trained_and_scored, write_csv,
+)
 
 #: metric columns of fewshot.csv: (key, real-data key)
 METRICS: list[tuple[str, str | None]] = [
@@ -108,9 +108,7 @@ def sample_sheet(run_dirs: dict[tuple[int, str], Path], path: Path) -> None:
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     out = Path(args.out or f"runs/fewshot/{args.data}")
     out.mkdir(parents=True, exist_ok=True)
-    unknown = [m for m in args.models if m not in MODELS]
-    if unknown:
-        raise ExperimentError(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
+    check_models(args.models)
     if min(args.sizes) < 2:
         raise ExperimentError(f"every N must be at least 2, got {args.sizes}")
     run_dirs = {(n, label): out / f"n{n}" / label.lower() for n in args.sizes for label in args.models}
@@ -157,33 +155,20 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, fromfile_prefix_chars="@"
-    )
+    p = script_parser(__doc__)
     p.add_argument("--data", default="mnist", help="an experiments/configs/data piece (default mnist)")
     p.add_argument("--data-dir", default="data")
     p.add_argument("--out", default=None, help="default runs/fewshot/<data>")
     p.add_argument("--sizes", type=int, nargs="+", default=[100, 500, 1000, 5000])
-    p.add_argument("--models", nargs="+", default=list(MODELS), help=f"subset of {' '.join(MODELS)}")
     p.add_argument("--steps", type=int, default=500, help="gradient steps' worth of images per model and N")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--block-size", type=int, default=256, help="NeuroSQL's m (capped at N)")
-    p.add_argument("--n", type=int, default=300, help="samples scored per run (and held-out images)")
-    p.add_argument("--features", default="inception", choices=["inception", "random-conv"])
-    p.add_argument("--fid-method", default="eigh", choices=["eigh", "torchmetrics"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--force", action="store_true", help="train every run again, replacing its folder")
-    p.add_argument("cli_args", nargs="*", help="after --: extra LightningCLI flags for every fit")
+    add_scoring_args(p, n=300, force_help="train every run again, replacing its folder")
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    quiet()
-    try:
-        run(args)
-    except (ExperimentError, EvaluationError) as err:
-        sys.exit(f"error: {err}")
+    script_main(build_parser, run, argv)
 
 
 if __name__ == "__main__":

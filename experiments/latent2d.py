@@ -19,16 +19,15 @@ Writes, under --out (default runs/latent2d):
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from runner import ExperimentError, check_can_train, fit, markdown_table, quiet, write_csv
+from runner import ExperimentError, check_can_train, fit, markdown_table, script_main, script_parser, write_csv
 
-from neurosql_pl.evaluate import EvaluationError, _read_yaml, build_datamodule, data_section, load_model, read_checkpoint
+from neurosql_pl.evaluate import _read_yaml, build_datamodule, data_section, load_model, read_checkpoint
 
 #: label → experiments/configs/model piece
 MODELS = {"NeuroSQL": "neurosql_mse", "VAE": "vae"}
@@ -151,9 +150,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, fromfile_prefix_chars="@"
-    )
+    p = script_parser(__doc__)
     p.add_argument("--data-dir", default="data")
     p.add_argument("--out", default="runs/latent2d")
     p.add_argument("--subset", type=int, default=10000, help="first N MNIST training images (0 = all 60k)")
@@ -165,12 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    quiet()
-    try:
-        run(args)
-    except (ExperimentError, EvaluationError) as err:
-        sys.exit(f"error: {err}")
+    script_main(build_parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@ CSV / markdown writers. Imported by the scripts beside it (``python experiments/
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
+import sys
 import logging
 import shutil
 import warnings
@@ -14,7 +16,7 @@ from typing import Any
 
 from neurosql_pl.cli import NeuroSQLCLI
 from neurosql_pl.cli import main as cli
-from neurosql_pl.evaluate import evaluate
+from neurosql_pl.evaluate import EvaluationError, evaluate
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
@@ -36,6 +38,43 @@ def quiet() -> None:
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
+
+
+def script_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The scripts' parser: their docstring as help, ``@file`` arguments (experiments/gpu/*.args)."""
+    return argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter, fromfile_prefix_chars="@"
+    )
+
+
+def add_scoring_args(p: argparse.ArgumentParser, n: int, force_help: str) -> None:
+    """--models, --n (samples scored per run), --features, --fid-method, --seed, --force, and the
+    extra LightningCLI flags after ``--``: the options every model-comparing script shares."""
+    p.add_argument("--models", nargs="+", default=list(MODELS), help=f"subset of {' '.join(MODELS)}")
+    p.add_argument("--n", type=int, default=n, help="samples scored per run (and real images per set)")
+    p.add_argument("--features", default="inception", choices=["inception", "random-conv"])
+    p.add_argument("--fid-method", default="eigh", choices=["eigh", "torchmetrics"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help=force_help)
+    p.add_argument("cli_args", nargs="*", help="after --: extra LightningCLI flags for every fit")
+
+
+def check_models(models: Sequence[str]) -> None:
+    """Every name must be a key of MODELS."""
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise ExperimentError(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
+
+
+def script_main(build_parser: Callable[[], argparse.ArgumentParser], run: Callable[[argparse.Namespace], Any],
+                argv: list[str] | None = None) -> None:
+    """Parse argv, quieten Lightning, run; bad settings or data end with one 'error: …' line."""
+    args = build_parser().parse_args(argv)
+    quiet()
+    try:
+        run(args)
+    except (ExperimentError, EvaluationError) as err:
+        sys.exit(f"error: {err}")
 
 
 def fit(

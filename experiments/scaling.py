@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runner import fit, quiet, write_csv
+from runner import fit, script_main, script_parser, write_csv
 
 
 def epoch_time(model_config: str, n: int, epochs: int, run_dir: Path, data_dir: str, extra: list[str]) -> float:
@@ -86,9 +86,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, fromfile_prefix_chars="@"
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--out", default="runs/scaling")
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 5000, 10000, 20000, 60000])
@@ -98,9 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    quiet()
-    run(args)
+    script_main(build_parser, run, argv)
 
 
 if __name__ == "__main__":

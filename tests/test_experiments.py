@@ -16,6 +16,7 @@ from PIL import Image
 from conftest import REPO, block_network
 
 sys.path.insert(0, str(REPO / "experiments"))  # the scripts import their shared runner module
+import runner  # noqa: E402
 
 
 def load_script(name: str):
@@ -86,10 +87,10 @@ def test_compare_time_budget_stops_training_and_unfinished_runs_are_kept(tiny_mn
     unfinished = out / "vae"
     unfinished.mkdir()
     (unfinished / "notes.txt").write_text("mine")
-    with pytest.raises(compare.ExperimentError, match="unfinished run.*--force"):
+    with pytest.raises(runner.ExperimentError, match="unfinished run.*--force"):
         compare.run(compare.build_parser().parse_args([*argv[:5], "VAE", *argv[6:]]))
     assert (unfinished / "notes.txt").read_text() == "mine"
-    with pytest.raises(compare.ExperimentError, match="unknown model"):
+    with pytest.raises(runner.ExperimentError, match="unknown model"):
         compare.run(compare.build_parser().parse_args([*argv[:5], "Flow", *argv[6:]]))
 
 
