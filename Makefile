@@ -34,7 +34,7 @@ train: install  ## train MODEL on DATA (default: NeuroSQL, MSE, MNIST) into OUT;
 	$(PY) -m neurosql_pl fit $(CONFIGS) --trainer.default_root_dir $(OUT) $(ARGS)
 
 data: install  ## download (or check, for manual-download datasets) DATA into data/
-	$(PY) -m datamodules.prepare $(DATA) $(ARGS)
+	$(PY) -m neurosql_pl.datamodules.prepare $(DATA) $(ARGS)
 
 eval: install  ## score CKPT=<run>/checkpoints/last.ckpt with N samples: writes <run>/eval.json, prints a table
 	@test -n "$(CKPT)" || { echo "set CKPT=<run folder>/checkpoints/last.ckpt"; exit 2; }

@@ -5,15 +5,15 @@ is in base.py, the image-file machinery in images.py. `python -m datamodules.pre
 downloads (or checks) the data of a config in experiments/configs/data/.
 """
 
-from datamodules.afhq import AFHQDataModule
-from datamodules.base import IndexedDataModule
-from datamodules.celeba import CelebADataModule
-from datamodules.errors import ChannelMismatchError, ChecksumMismatchError, CorruptFileError, DatasetNotFoundError
-from datamodules.folder import ImageFolderDataModule
-from datamodules.images import ImageFilesDataModule
-from datamodules.indexed import IndexedDataset, UInt8ImageDataset
-from datamodules.mnist import MNISTDataModule
-from datamodules.oasis import OASISDataModule
+from .afhq import AFHQDataModule
+from .base import IndexedDataModule
+from .celeba import CelebADataModule
+from .errors import ChannelMismatchError, ChecksumMismatchError, CorruptFileError, DatasetNotFoundError
+from .folder import ImageFolderDataModule
+from .images import ImageFilesDataModule
+from .indexed import IndexedDataset, UInt8ImageDataset
+from .mnist import MNISTDataModule
+from .oasis import OASISDataModule
 
 __all__ = [
     "AFHQDataModule",

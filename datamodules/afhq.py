@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from datamodules.download import FETCH_ERRORS, extract_zip_tree, fetch_url_to_file
-from datamodules.errors import CorruptFileError, dataset_not_found
-from datamodules.images import ImageFilesDataModule, list_image_files
+from .download import FETCH_ERRORS, extract_zip_tree, fetch_url_to_file
+from .errors import CorruptFileError, dataset_not_found
+from .images import ImageFilesDataModule, list_image_files
 
 log = logging.getLogger(__name__)
 

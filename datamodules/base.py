@@ -28,8 +28,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, RandomSampler
 
-from datamodules.indexed import IndexedDataset
-from datamodules.splits import SUBSET_MODES
+from .indexed import IndexedDataset
+from .splits import SUBSET_MODES
 
 T = TypeVar("T")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from datamodules.download import atomic_writer
+from neurosql_pl.files import atomic_writer
 
 log = logging.getLogger(__name__)
 

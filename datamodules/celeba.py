@@ -24,8 +24,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from datamodules.errors import CorruptFileError, dataset_not_found
-from datamodules.images import ImageFilesDataModule
+from .errors import CorruptFileError, dataset_not_found
+from .images import ImageFilesDataModule
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,7 @@
 - `fetch_url` / `npm_pack`: get the bytes of an archive (urllib with a timeout; `npm pack`).
 - `fetch_url_to_file`: stream a large download straight to disk, atomically.
 - `sha256_bytes` / `sha256_file` / `verify_sha256`: integrity checks against pinned digests.
-- `atomic_writer` / `atomic_write_bytes`: a file appears complete under its final name or not
-  at all (write to a temporary file in the same directory, fsync, then `os.replace`).
+- (files appear complete or not at all through `neurosql_pl.files.atomic_writer`.)
 - `extract_tar_members`: take only the named regular-file members out of a tar archive, check
   each against its sha256, and move them into place only once every one of them has passed.
 - `extract_zip_tree`: extract the members of a zip archive under one top-level folder, after
@@ -27,11 +26,12 @@ import tarfile
 import tempfile
 import urllib.request
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
 
-from datamodules.errors import ChecksumMismatchError
+from neurosql_pl.files import atomic_writer
+
+from .errors import ChecksumMismatchError
 
 _CHUNK = 1 << 20
 
@@ -63,32 +63,6 @@ def verify_sha256(data: bytes, expected: str, what: str) -> None:
             "corrupt or not the pinned version, and nothing was written. Try again, or fetch "
             "the file by hand."
         )
-
-
-@contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
-    """Open a temporary file beside `path` for binary writing; on a clean exit it replaces
-    `path` atomically, on an exception it is deleted and `path` is left untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp makes it 0600; caches and results may be shared
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write `data` to `path` so that `path` is either absent/old or complete, never partial."""
-    with atomic_writer(path) as f:
-        f.write(data)
 
 
 def fetch_url(url: str, timeout: float = 60.0) -> bytes:

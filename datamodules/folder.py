@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datamodules.images import IMAGE_EXTENSIONS, ImageFilesDataModule, list_image_files
-from datamodules.splits import check_val_fraction, split_train_val
+from .images import IMAGE_EXTENSIONS, ImageFilesDataModule, list_image_files
+from .splits import check_val_fraction, split_train_val
 
 
 class ImageFolderDataModule(ImageFilesDataModule):

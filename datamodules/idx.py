@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.errors import CorruptFileError
+from .errors import CorruptFileError
 
 IDX_LABELS_MAGIC = 2049
 IDX_IMAGES_MAGIC = 2051

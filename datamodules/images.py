@@ -38,11 +38,11 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.base import IndexedDataModule, check_image_size
-from datamodules.cache import cache_path, file_signature, load_cached, save_cached
-from datamodules.errors import ChannelMismatchError, CorruptFileError, DatasetNotFoundError, dataset_not_found
-from datamodules.indexed import IndexedDataset, UInt8ImageDataset, uint8_batch_to_signed, uint8_to_signed
-from datamodules.splits import select_subset
+from .base import IndexedDataModule, check_image_size
+from .cache import cache_path, file_signature, load_cached, save_cached
+from .errors import ChannelMismatchError, CorruptFileError, DatasetNotFoundError, dataset_not_found
+from .indexed import IndexedDataset, UInt8ImageDataset, uint8_batch_to_signed, uint8_to_signed
+from .splits import select_subset
 
 log = logging.getLogger(__name__)
 

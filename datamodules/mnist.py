@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from datamodules.base import IndexedDataModule
-from datamodules.download import (
+from .base import IndexedDataModule
+from .download import (
     FETCH_ERRORS,
     extract_tar_members,
     fetch_url,
@@ -31,10 +31,10 @@ from datamodules.download import (
     sha256_file,
     verify_sha256,
 )
-from datamodules.errors import ChecksumMismatchError, CorruptFileError, DatasetNotFoundError
-from datamodules.idx import read_idx_images, read_idx_labels
-from datamodules.indexed import IndexedDataset, UInt8ImageDataset, uint8_to_signed
-from datamodules.splits import SUBSET_MODES, select_subset  # noqa: F401  (SUBSET_MODES re-exported)
+from .errors import ChecksumMismatchError, CorruptFileError, DatasetNotFoundError
+from .idx import read_idx_images, read_idx_labels
+from .indexed import IndexedDataset, UInt8ImageDataset, uint8_to_signed
+from .splits import SUBSET_MODES, select_subset  # noqa: F401  (SUBSET_MODES re-exported)
 
 log = logging.getLogger(__name__)
 

@@ -53,11 +53,11 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 from torch import Tensor
 
-from datamodules.base import IndexedDataModule, check_image_size
-from datamodules.cache import cache_path, file_signature, load_cached, save_cached
-from datamodules.errors import CorruptFileError, dataset_not_found
-from datamodules.indexed import IndexedDataset, UInt8ImageDataset, uint8_to_signed
-from datamodules.splits import check_val_fraction, select_subset, split_train_val
+from .base import IndexedDataModule, check_image_size
+from .cache import cache_path, file_signature, load_cached, save_cached
+from .errors import CorruptFileError, dataset_not_found
+from .indexed import IndexedDataset, UInt8ImageDataset, uint8_to_signed
+from .splits import check_val_fraction, select_subset, split_train_val
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from datamodules.errors import ChecksumMismatchError, CorruptFileError, DatasetNotFoundError
+from .errors import ChecksumMismatchError, CorruptFileError, DatasetNotFoundError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "data"
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from datamodules import MNISTDataModule
+from neurosql_pl.datamodules import MNISTDataModule
 from neurosql_pl import NeuroSQL
 from neurosql_pl.lattice import build_lattice, load_or_build_lattice
 from neurosql_pl.losses import ReconstructionLoss

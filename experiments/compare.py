@@ -98,7 +98,7 @@ def side_by_side(run_dirs: dict[str, Path], real: torch.Tensor | None, path: Pat
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    from neurosql_pl.artifacts import image_grid
+    from neurosql_pl.images import image_grid
 
     panels = [(label, np.asarray(Image.open(d / "samples.png").convert("RGB"))) for label, d in run_dirs.items()]
     if real is not None:

@@ -84,7 +84,7 @@ def knn_accuracy(codes: torch.Tensor, labels: torch.Tensor, k: int = 10, n: int 
 @torch.no_grad()
 def decoded_grid(model: Any, side: int = 15) -> np.ndarray:
     """Images decoded at a side x side grid of N(0, 1) quantiles (5 %…95 %), as one uint8 image."""
-    from neurosql_pl.artifacts import image_grid
+    from neurosql_pl.images import image_grid
 
     q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, side))
     z = torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), dim=-1).reshape(-1, 2)

@@ -8,9 +8,9 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import REPO, tiny_fit_args
+from tests.helpers.cli_args import REPO, tiny_fit_args
 
-from datamodules import DatasetNotFoundError, MNISTDataModule
+from neurosql_pl.datamodules import DatasetNotFoundError, MNISTDataModule
 from neurosql_pl import NeuroSQL
 from neurosql_pl.cli import main
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIGS
+from tests.helpers.cli_args import CONFIGS
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 

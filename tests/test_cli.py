@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import CONFIGS, tiny_fit_args
+from tests.helpers.cli_args import CONFIGS, tiny_fit_args
 from PIL import Image
 
 from neurosql_pl.cli import main

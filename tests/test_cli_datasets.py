@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from image_files import write_afhq, write_celeba, write_image_folder, write_nifti_folder, write_oasis
+from tests.helpers.image_files import write_afhq, write_celeba, write_image_folder, write_nifti_folder, write_oasis
 
 from neurosql_pl.cli import main
 

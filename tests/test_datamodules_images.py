@@ -1,5 +1,5 @@
 """Specification of the image-file datamodules (CelebA, AFHQ, image folder), their shared
-machinery and `python -m datamodules.prepare`, on tiny files in the real on-disk layouts.
+machinery and `python -m neurosql_pl.datamodules.prepare`, on tiny files in the real on-disk layouts.
 
 The network is never used: sockets and every download function raise (autouse `no_network`);
 the tests of a download path put back a local fake explicitly.
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import offline, block_network
-from idx_files import write_mnist_idx
-from image_files import (
+from tests.helpers.network import block_network, offline
+from tests.helpers.idx_files import write_mnist_idx
+from tests.helpers.image_files import (
     celeba_partition,
     picture,
     save_image,
@@ -27,10 +27,10 @@ from image_files import (
     write_image_folder,
 )
 
-import datamodules.afhq as afhq
-import datamodules.download as download
-import datamodules.celeba as celeba
-from datamodules import (
+import neurosql_pl.datamodules.afhq as afhq
+import neurosql_pl.datamodules.download as download
+import neurosql_pl.datamodules.celeba as celeba
+from neurosql_pl.datamodules import (
     AFHQDataModule,
     CelebADataModule,
     ChannelMismatchError,
@@ -39,10 +39,10 @@ from datamodules import (
     ImageFolderDataModule,
     MNISTDataModule,
 )
-from datamodules.images import ImageSpec, list_image_files
-from datamodules.splits import split_train_val
-from datamodules.prepare import CONFIG_DIR, available_configs, build_datamodule
-from datamodules.prepare import main as prepare_main
+from neurosql_pl.datamodules.images import ImageSpec, list_image_files
+from neurosql_pl.datamodules.splits import split_train_val
+from neurosql_pl.datamodules.prepare import CONFIG_DIR, available_configs, build_datamodule
+from neurosql_pl.datamodules.prepare import main as prepare_main
 
 N_CELEBA = 30  # 18 train, 6 valid, 6 test (celeba_partition)
 N_PER_CLASS, N_VAL_PER_CLASS = 4, 2

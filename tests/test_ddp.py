@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 import torch
-from idx_files import write_mnist_idx
+from tests.helpers.idx_files import write_mnist_idx
 
 from neurosql_pl.assignment import check_permutation
 
-SCRIPT = Path(__file__).with_name("ddp_fit.py")
+SCRIPT = Path(__file__).parent / "helpers" / "ddp_fit.py"
 
 
 def test_two_ranks_keep_identical_permutations_and_codes(tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CONFIGS, tiny_fit_args
-from idx_files import write_mnist_idx
+from tests.helpers.cli_args import CONFIGS, tiny_fit_args
+from tests.helpers.idx_files import write_mnist_idx
 from neurosql_pl import evaluate as E
 from neurosql_pl.cli import main as cli_main
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, block_network
+from tests.helpers.cli_args import REPO
+from tests.helpers.network import block_network
 
 sys.path.insert(0, str(REPO / "experiments"))  # the scripts import their shared runner module
 import runner  # noqa: E402

@@ -15,7 +15,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from idx_files import mnist_like
+from tests.helpers.idx_files import mnist_like
 from neurosql_pl import metrics as M
 
 

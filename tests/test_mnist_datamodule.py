@@ -16,13 +16,14 @@ import pytest
 import torch
 from torch.utils.data import Subset, TensorDataset
 
-import datamodules.mnist as mnist
-from datamodules import DatasetNotFoundError, IndexedDataset, MNISTDataModule
-from datamodules.download import atomic_write_bytes, atomic_writer, extract_tar_members, sha256_bytes
-from datamodules.errors import ChecksumMismatchError, CorruptFileError
-from datamodules.indexed import UInt8ImageDataset, uint8_to_signed
-from conftest import offline, block_network
-from idx_files import idx_bytes, mnist_like, write_mnist_idx
+import neurosql_pl.datamodules.mnist as mnist
+from neurosql_pl.datamodules import DatasetNotFoundError, IndexedDataset, MNISTDataModule
+from neurosql_pl.datamodules.download import extract_tar_members, sha256_bytes
+from neurosql_pl.files import atomic_write_bytes, atomic_writer
+from neurosql_pl.datamodules.errors import ChecksumMismatchError, CorruptFileError
+from neurosql_pl.datamodules.indexed import UInt8ImageDataset, uint8_to_signed
+from tests.helpers.network import block_network, offline
+from tests.helpers.idx_files import idx_bytes, mnist_like, write_mnist_idx
 
 N_TRAIN, N_TEST = 100, 30
 FILES = mnist.MNIST_FILES

@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 import torch
 
-from datamodules import MNISTDataModule
+from neurosql_pl.datamodules import MNISTDataModule
 from neurosql_pl import NeuroSQL
 from neurosql_pl.assignment import check_permutation
 

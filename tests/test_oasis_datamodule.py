@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from image_files import (
+from tests.helpers.image_files import (
     OASIS_SHAPE,
     brain_volume,
     oasis_t88_path,
@@ -20,9 +20,9 @@ from image_files import (
     write_oasis,
 )
 
-import datamodules.oasis as oasis
-from datamodules import CorruptFileError, DatasetNotFoundError, OASISDataModule
-from datamodules.oasis import load_volume, normalise_volume, select_slices, subject_id
+import neurosql_pl.datamodules.oasis as oasis
+from neurosql_pl.datamodules import CorruptFileError, DatasetNotFoundError, OASISDataModule
+from neurosql_pl.datamodules.oasis import load_volume, normalise_volume, select_slices, subject_id
 
 N_SUBJECTS = 6  # + 1 MR2 rescan of subject 1 → 7 volumes
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from datamodules import MNISTDataModule
+from neurosql_pl.datamodules import MNISTDataModule
 from neurosql_pl import NeuroSQL
 
 

@@ -6,7 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from tests.helpers.cli_args import REPO
 
 from neurosql_pl.cli import main
 from neurosql_pl.sweeps import load_sweep, sample_parameters, sweep_arguments

@@ -10,7 +10,6 @@ Each epoch it logs the same sample grid (uint8, as W&B needs) to loggers that ta
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -19,29 +18,9 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
-from PIL import Image
-from torchvision.utils import make_grid
 
-from datamodules.download import atomic_writer
-
-
-def image_grid(images: torch.Tensor, nrow: int = 8) -> np.ndarray:
-    """Images (B, C, H, W) in [-1, 1] → a uint8 grid (H', W', 3) for PNG files and W&B."""
-    grid = make_grid(images.detach().float().cpu().clamp(-1, 1), nrow=nrow, padding=2, normalize=False, pad_value=1.0)
-    return ((grid + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-
-
-def write_json_atomic(data: dict[str, Any], path: Path) -> None:
-    """Write JSON (strict: no NaN/Infinity) through a temporary file and an atomic rename."""
-    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    with atomic_writer(path) as f:
-        f.write(text.encode())
-
-
-def save_png(array: np.ndarray, path: Path) -> None:
-    """Write a uint8 (H, W, 3) array atomically (a temp file, then rename)."""
-    with atomic_writer(path) as f:
-        Image.fromarray(array).save(f, format="PNG")
+from .files import save_png, write_json_atomic
+from .images import image_grid, trainer_images
 
 
 class RunArtifacts(L.Callback):
@@ -104,8 +83,6 @@ class RunArtifacts(L.Callback):
 
     def _reconstruction_grid(self, trainer: L.Trainer, pl_module: L.LightningModule) -> np.ndarray:
         """Rows of 8: real images, then their reconstructions, alternating."""
-        from .callbacks import trainer_images
-
         n = pl_module.num_samples
         idx = torch.linspace(0, n - 1, min(self.num_reconstructions, n)).long()
         count = len(idx)

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from .images import ImageSource
+
 SOLVERS = ("exact", "pot", "greedy")
 
 
@@ -157,9 +159,6 @@ def momentum_update(latents: torch.Tensor, lattice: torch.Tensor, assignment: to
 def random_assignment(num_samples: int, generator: torch.Generator) -> torch.Tensor:
     """A uniformly random permutation π (N,)."""
     return torch.randperm(num_samples, generator=generator)
-
-
-ImageSource = Callable[[torch.Tensor], torch.Tensor]  # dataset indices (k,) → images (k, C, H, W)
 
 
 def pca_scores(images_at: ImageSource, num_samples: int, dim: int, fit_size: int = 10_000, chunk: int = 4096) -> torch.Tensor:

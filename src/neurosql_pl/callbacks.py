@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 import lightning as L
 import torch
 
-from .assignment import ImageSource, check_permutation, momentum_update, random_blocks, solve_blocks
+from .assignment import check_permutation, momentum_update, random_blocks, solve_blocks
 from .costs import pairwise_sq_dists
+from .images import ImageSource, trainer_images
 
 if TYPE_CHECKING:
     from .module import NeuroSQL
@@ -147,11 +148,3 @@ def gather_block_results(
         padded.append(trainer.strategy.all_gather(out.to(device)).reshape(-1).cpu())
     keep = padded[0] >= 0
     return padded[0][keep], padded[1][keep], padded[2][keep]
-
-
-def trainer_images(trainer: L.Trainer) -> ImageSource:
-    """The training images of the trainer's datamodule by dataset index: (k,) → (k, C, H, W) in [-1, 1]."""
-    datamodule = trainer.datamodule
-    if datamodule is None or not hasattr(datamodule, "train_images"):
-        raise TypeError("NeuroSQL needs a datamodule with a train_images(indices) method")
-    return datamodule.train_images

@@ -64,7 +64,7 @@ import torch
 from torch import Tensor
 
 from . import metrics as M
-from .artifacts import write_json_atomic
+from .files import write_json_atomic
 
 __all__ = ["EvaluationError", "evaluate", "format_markdown", "main", "METRIC_KEYS"]
 

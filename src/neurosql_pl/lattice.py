@@ -84,7 +84,7 @@ from scipy import special
 from scipy.spatial.distance import cdist
 from scipy.stats import qmc
 
-from datamodules.download import atomic_writer
+from .files import atomic_writer
 
 __all__ = [
     "REFERENCES",

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .costs import pairwise_l1, pairwise_sq_dists
+from .images import check_images
 from .perceptual import PERCEPTUAL_NAMES, PerceptualFeatures, build_perceptual
 
 __all__ = ["ReconstructionLoss", "PIXEL_NAMES"]
@@ -76,7 +77,7 @@ class ReconstructionLoss(nn.Module):
         """ℓ(x_i, y_i) for paired batches x, y (B, C, H, W) in [-1, 1] → (B,) float32; differentiable in both."""
         if x.shape != y.shape:
             raise ValueError(f"x and y shapes differ: {tuple(x.shape)} vs {tuple(y.shape)}")
-        _check_images(x)
+        check_images(x)
         loss = x.new_zeros(x.shape[0], dtype=torch.float32)
         if self.perceptual is not None:
             loss = loss + self.perceptual_weight * self.perceptual.distance(x, y)
@@ -93,7 +94,7 @@ class ReconstructionLoss(nn.Module):
         F = concat[sqrt(a)·φ(x), sqrt(b/P)·flatten(x)] for pixel="l2"; the pixel part is
         left out for "l1" (and D may be 0 when ℓ is a pure L1 loss). Keeps the graph.
         """
-        _check_images(x)
+        check_images(x)
         parts = []
         if self.perceptual is not None:
             parts.append(self.perceptual(x) * self.perceptual_weight**0.5)
@@ -116,7 +117,7 @@ class ReconstructionLoss(nn.Module):
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        _check_images(x)
+        check_images(x)
         device = self._device(x)
         out_device = x.device if out_device is None else torch.device(out_device)
         dim = self.feature_dim(tuple(x.shape[1:]))
@@ -151,9 +152,9 @@ class ReconstructionLoss(nn.Module):
             chunk_size: rows per GEMM / cdist call (bounds memory); None = all rows at once.
             batch_size: images per network pass when computing features.
         """
-        _check_images(y)
+        check_images(y)
         if x is not None:
-            _check_images(x)
+            check_images(x)
             if x.shape[1:] != y.shape[1:]:
                 raise ValueError(f"x and y image shapes differ: {tuple(x.shape[1:])} vs {tuple(y.shape[1:])}")
         if x_features is None:
@@ -191,13 +192,3 @@ class ReconstructionLoss(nn.Module):
             f"perceptual={self.perceptual_name!r}, perceptual_weight={self.perceptual_weight}, "
             f"pixel={self.pixel!r}, pixel_weight={self.pixel_weight}"
         )
-
-
-def _check_images(x: Tensor) -> None:
-    if not isinstance(x, Tensor) or x.ndim != 4:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"expected images of shape (B, C, H, W), got {shape}")
-    if x.shape[1] not in (1, 3):
-        raise ValueError(f"expected 1 or 3 channels, got C={x.shape[1]} (shape {tuple(x.shape)})")
-    if not x.is_floating_point():
-        raise ValueError(f"expected a float tensor with values in [-1, 1], got {x.dtype}")

@@ -55,9 +55,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from datamodules.download import atomic_writer
-
 from .costs import pairwise_sq_dists
+from .files import atomic_writer
+from .images import check_images
 
 __all__ = [
     "FeatureStats",
@@ -105,16 +105,6 @@ class KIDSubsetSizeWarning(UserWarning):
 
 
 # ============================================================================ feature extractors
-
-
-def _check_images(x: Tensor, who: str) -> None:
-    if not isinstance(x, Tensor) or x.ndim != 4:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{who}: expected images of shape (B, C, H, W), got {shape}")
-    if x.shape[1] not in (1, 3):
-        raise ValueError(f"{who}: expected 1 or 3 channels, got C={x.shape[1]} (shape {tuple(x.shape)})")
-    if not x.is_floating_point():
-        raise ValueError(f"{who}: expected a float tensor with values in [-1, 1], got {x.dtype}")
 
 
 def _resize_matrix(n_in: int, n_out: int, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -207,7 +197,7 @@ class TFInceptionFeatures(nn.Module):
 
     def preprocess(self, x: Tensor) -> Tensor:
         """(B, C, H, W) in [-1, 1] → (B, 3, 299, 299) float32 in the TF Inception input range."""
-        _check_images(x, "TFInceptionFeatures")
+        check_images(x, "TFInceptionFeatures")
         x = ((x.float() + 1.0) / 2.0).clamp(0.0, 1.0)
         if self.quantize:
             x = (x * 255.0).round() / 255.0
@@ -257,7 +247,7 @@ class RandomConvFeatures(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
-        _check_images(x, "RandomConvFeatures")
+        check_images(x, "RandomConvFeatures")
         device = next(self.net.parameters()).device
         x = x.to(device).float()
         if x.shape[1] == 1:
@@ -285,7 +275,7 @@ def extractor_id(extractor: nn.Module) -> str:
 
 def _batches(images: Tensor | Iterable[Tensor], batch_size: int) -> Iterator[Tensor]:
     if isinstance(images, Tensor):
-        _check_images(images, "extract_features")
+        check_images(images, "extract_features")
         yield from images.split(batch_size)
     else:
         for batch in images:
@@ -782,7 +772,7 @@ def reconstruction_metrics(
     ``lambda x, i: vae.reconstruct(x)`` for an autoencoder. ``indices`` default to 0..n−1.
     ``perceptual=None`` skips LPIPS (reported as None).
     """
-    _check_images(images, "reconstruction_metrics")
+    check_images(images, "reconstruction_metrics")
     indices = torch.arange(images.shape[0]) if indices is None else torch.as_tensor(indices).long()
     if indices.shape[0] != images.shape[0]:
         raise ValueError(f"{images.shape[0]} images but {indices.shape[0]} indices")

@@ -21,8 +21,9 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from .assignment import pca_assignment, random_assignment
-from .callbacks import AssignmentCallback, trainer_images
+from .callbacks import AssignmentCallback
 from .feature_bank import FeatureBank
+from .images import trainer_images
 from .lattice import load_or_build_lattice
 from .losses import ReconstructionLoss
 from .networks import build_generator

@@ -45,6 +45,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .files import atomic_writer
+from .images import check_images
+
 __all__ = [
     "PERCEPTUAL_NAMES",
     "MIN_INPUT_SIZE",
@@ -57,7 +60,6 @@ __all__ = [
 PERCEPTUAL_NAMES: tuple[str, ...] = ("stlpips-alex", "stlpips-vgg", "lpips-alex", "lpips-vgg", "lpips-squeeze")
 MIN_INPUT_SIZE: int = 32
 DOWNLOAD_TIMEOUT_S: float = 10.0
-RANGE_SLACK: float = 0.5  # inputs outside [-1 - slack, 1 + slack] are refused (catches [0, 255] images)
 
 # lpips net name -> torchvision weights enum that `tv.<net>(pretrained=True)` resolves to.
 _TV_WEIGHTS: dict[str, tuple[str, str]] = {
@@ -88,21 +90,14 @@ def _download_with_timeout(url: str, dst: str, timeout: float = DOWNLOAD_TIMEOUT
     """Fetch ``url`` to ``dst`` (atomic rename), verifying the sha256 prefix in the file name."""
     import hashlib
 
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    tmp = dst + ".partial"
     sha = hashlib.sha256()
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as fh:
-            while chunk := resp.read(1 << 20):
-                sha.update(chunk)
-                fh.write(chunk)
+    with urllib.request.urlopen(url, timeout=timeout) as resp, atomic_writer(dst) as fh:
+        while chunk := resp.read(1 << 20):
+            sha.update(chunk)
+            fh.write(chunk)
         m = re.search(r"-([a-f0-9]+)\.", os.path.basename(dst))
-        if m and not sha.hexdigest().startswith(m.group(1)):
+        if m and not sha.hexdigest().startswith(m.group(1)):  # raising here discards the file
             raise OSError(f"sha256 of the download does not start with {m.group(1)}")
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _ensure_backbone_file(name: str, net: str) -> None:
@@ -175,19 +170,7 @@ class PerceptualFeatures(nn.Module):
 
     def preprocess(self, x: Tensor) -> Tensor:
         """Validate, repeat grey to RGB and resize: (B, C, H, W) in [-1, 1] → (B, 3, H', W')."""
-        if not isinstance(x, Tensor) or x.ndim != 4:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"{self.name}: expected images of shape (B, C, H, W), got {shape}")
-        if x.shape[1] not in (1, 3):
-            raise ValueError(f"{self.name}: expected 1 or 3 channels, got C={x.shape[1]} (shape {tuple(x.shape)})")
-        if not x.is_floating_point():
-            raise ValueError(f"{self.name}: expected a float tensor with values in [-1, 1], got {x.dtype}")
-        if self.check_range and x.numel() > 0:
-            lo, hi = torch.aminmax(x.detach())
-            if lo.item() < -1 - RANGE_SLACK or hi.item() > 1 + RANGE_SLACK:
-                raise ValueError(
-                    f"{self.name}: expected values in [-1, 1], got min {lo.item():.3g}, max {hi.item():.3g}"
-                )
+        check_images(x, self.name, check_range=self.check_range)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         hw = self._target_hw(x.shape[2], x.shape[3])

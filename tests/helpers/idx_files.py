@@ -1,6 +1,6 @@
 """Test helper: tiny, valid MNIST IDX files in the real on-disk layout (no network needed).
 
-    from idx_files import write_mnist_idx
+    from tests.helpers.idx_files import write_mnist_idx
     write_mnist_idx(tmp_path, n_train=64, n_test=16)      # → tmp_path/MNIST/raw/<4 files>
     dm = MNISTDataModule(data_dir=str(tmp_path), download=False)
 

@@ -1,6 +1,6 @@
 """Test helpers: tiny datasets in the real on-disk layouts, written into a folder (no network).
 
-    from image_files import write_celeba, write_afhq, write_oasis, write_nifti_folder, write_image_folder
+    from tests.helpers.image_files import write_celeba, write_afhq, write_oasis, write_nifti_folder, write_image_folder
     data_dir = write_celeba(tmp_path, n=30)           # → CelebADataModule(data_dir=str(data_dir))
     data_dir = write_afhq(tmp_path, n_per_class=4)    # → AFHQDataModule(data_dir=...)
     data_dir = write_oasis(tmp_path, n_subjects=4)    # → OASISDataModule(data_dir=...), Analyze .hdr/.img

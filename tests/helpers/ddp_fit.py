@@ -1,6 +1,6 @@
 """A real 2-process DDP fit on CPU (gloo), launched the way users launch it: run as a script.
 
-    python tests/ddp_fit.py DATA_DIR OUT_DIR [EPOCHS]
+    python tests/helpers/ddp_fit.py DATA_DIR OUT_DIR [EPOCHS]
 
 Lightning's "ddp" strategy starts the second rank by re-running this script. Each rank writes
 OUT_DIR/rank{r}_epoch{e}.pt after every assignment (π, Ẑ and the indices it trained on in
@@ -15,7 +15,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from datamodules import MNISTDataModule
+from neurosql_pl.datamodules import MNISTDataModule
 from neurosql_pl import NeuroSQL
 
 
