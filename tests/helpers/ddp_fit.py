@@ -21,7 +21,6 @@ from neurosql_pl import NeuroSQL
 
 
 MODEL = dict(latent_dim=4, generator_width=8, block_size=8, perceptual=None, pixel="l2", rho=0.5)
-BATCH_SIZE = 8
 
 
 class StateRecorder(L.Callback):
@@ -77,7 +76,7 @@ def main() -> None:
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         callbacks=[recorder],
     )
-    trainer.fit(model, datamodule=MNISTDataModule(data_dir=data_dir, batch_size=BATCH_SIZE, download=False))
+    trainer.fit(model, datamodule=MNISTDataModule(data_dir=data_dir, batch_size=8, download=False))
 
 
 if __name__ == "__main__":
