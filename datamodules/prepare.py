@@ -14,11 +14,12 @@ when the data is ready, 1 when it is not (the message is printed), 2 for a usage
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 
 import yaml
+
+from neurosql_pl.run_folder import EvaluationError, data_config_section, instantiate
 
 from .errors import ChecksumMismatchError, CorruptFileError, DatasetNotFoundError
 
@@ -43,18 +44,6 @@ def resolve_config(name: str | None, config: str | None, config_dir: Path = CONF
     if not path.is_file():
         raise ValueError(f"unknown data config {name!r}; available: {', '.join(available_configs(config_dir))} (in {config_dir})")
     return path
-
-
-def build_datamodule(config_path: Path, overrides: dict[str, object]):
-    """Instantiate the datamodule of a data config, with `overrides` applied to its init_args."""
-    piece = yaml.safe_load(config_path.read_text()) or {}
-    data = piece.get("data", piece)
-    if not isinstance(data, dict) or "class_path" not in data:
-        raise ValueError(f"{config_path}: expected `data: {{class_path: ..., init_args: {{...}}}}`")
-    module_name, _, class_name = data["class_path"].rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    init_args = {**(data.get("init_args") or {}), **overrides}
-    return cls(**init_args)
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], dict[str, object]]:
@@ -93,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(rest)
     try:
         config_path = resolve_config(args.name, args.config)
-        datamodule = build_datamodule(config_path, overrides)
-    except (ValueError, TypeError) as e:
+        datamodule = instantiate(data_config_section(config_path), overrides)
+    except (ValueError, TypeError, EvaluationError) as e:  # EvaluationError: config or class unreadable
         parser.error(str(e))  # exits with status 2
     try:
         datamodule.prepare_data()

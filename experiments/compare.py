@@ -14,27 +14,25 @@ Writes, under --out (default runs/compare/<data>):
   compare.md            the markdown table
   compare.png           one 8x8 sample grid per model, side by side, and real images
 
-    python experiments/compare.py                                     # MNIST, 6 min per model, N=500
-    python experiments/compare.py --data celeba @experiments/gpu/compare.args   # GPU-sized
-    python experiments/compare.py -- --data.subset 10000              # extra CLI flags for every fit
+    python -m experiments.compare                                     # MNIST, 6 min per model, N=500
+    python -m experiments.compare --data celeba @experiments/gpu/compare.args   # GPU-sized
+    python -m experiments.compare -- --data.subset 10000              # extra CLI flags for every fit
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from runner import (
+from experiments.runner import (
     MODELS, add_scoring_args, check_can_train, check_models, fit, markdown_table, script_main, script_parser,
     trained_and_scored, write_csv,
 )
-
-from neurosql_pl.evaluate import EvaluationError
+from neurosql_pl.run_folder import EvaluationError, dataset_images, epoch_times, heldout_dataset, run_datamodule
 
 #: (column, eval.json metric key, real-data key) in table order; KID is shown ×10³ in the table
 COLUMNS: list[tuple[str, str, str | None]] = [
@@ -69,7 +67,7 @@ def train(label: str, args: argparse.Namespace, run_dir: Path) -> None:
 
 def full_epoch_time(run_dir: Path) -> float | None:
     """Mean time of the run's epochs, leaving out the last when a wall-time budget may have cut it."""
-    times = json.loads((run_dir / "metrics.json").read_text()).get("epoch_times_s") or []
+    times = epoch_times(run_dir)
     return float(np.mean(times[:-1] if len(times) > 1 else times)) if times else None
 
 
@@ -115,11 +113,8 @@ def side_by_side(run_dirs: dict[str, Path], real: torch.Tensor | None, path: Pat
 
 def real_images(run_dir: Path, data_dir: str, n: int = 64) -> torch.Tensor | None:
     """n held-out images of the run's dataset, in [-1, 1] (None when it has no held-out split)."""
-    from neurosql_pl.evaluate import _read_yaml, build_datamodule, data_section, dataset_images, heldout_dataset
-
-    section, _ = data_section(None, _read_yaml(run_dir / "config.yaml"), {})
     try:
-        held = heldout_dataset(build_datamodule(section, data_dir))
+        held = heldout_dataset(run_datamodule(run_dir, data_dir))
     except EvaluationError:
         return None
     return dataset_images(held, torch.arange(min(n, len(held))))

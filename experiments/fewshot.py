@@ -13,9 +13,9 @@ Writes, under --out (default runs/fewshot/<data>):
   fewshot.png        FID and pixel distance syn->train against N, real-data baselines dashed
   fewshot_samples.png  an 8x8 sample grid per (N, model)
 
-    python experiments/fewshot.py                                  # MNIST, 500 steps, N=300 scored
-    python experiments/fewshot.py --sizes 100 1000 --models NeuroSQL VAE --steps 2000
-    python experiments/fewshot.py @experiments/gpu/fewshot.args             # GPU-sized
+    python -m experiments.fewshot                                  # MNIST, 500 steps, N=300 scored
+    python -m experiments.fewshot --sizes 100 1000 --models NeuroSQL VAE --steps 2000
+    python -m experiments.fewshot @experiments/gpu/fewshot.args             # GPU-sized
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from runner import (
+from experiments.runner import (
     MODELS, ExperimentError, add_scoring_args, check_can_train, check_models, fit, markdown_table, script_main,
     script_parser, trained_and_scored, write_csv,
 )

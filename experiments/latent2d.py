@@ -12,8 +12,8 @@ Writes, under --out (default runs/latent2d):
   latent2d.md       per model: k-NN digit accuracy from the 2-D codes (how well digits separate),
                     mean and std of the codes per axis (N(0, I) would give 0 and 1), reconstruction MSE
 
-    python experiments/latent2d.py                          # MNIST 10k, 20 epochs (CPU-sized)
-    python experiments/latent2d.py @experiments/gpu/latent2d.args   # all 60k, 50 epochs (GPU-sized)
+    python -m experiments.latent2d                          # MNIST 10k, 20 epochs (CPU-sized)
+    python -m experiments.latent2d @experiments/gpu/latent2d.args   # all 60k, 50 epochs (GPU-sized)
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from runner import ExperimentError, check_can_train, fit, markdown_table, script_main, script_parser, write_csv
-
-from neurosql_pl.evaluate import _read_yaml, build_datamodule, data_section, load_model, read_checkpoint
+from experiments.runner import ExperimentError, check_can_train, fit, markdown_table, script_main, script_parser, write_csv
+from neurosql_pl.run_folder import (
+    METRICS_FILE, last_checkpoint, load_model, read_checkpoint, read_run_config, run_datamodule,
+)
 
 #: label → experiments/configs/model piece
 MODELS = {"NeuroSQL": "neurosql_mse", "VAE": "vae"}
@@ -35,12 +36,11 @@ MODELS = {"NeuroSQL": "neurosql_mse", "VAE": "vae"}
 
 def trained(label: str, args: argparse.Namespace, run_dir: Path) -> tuple[Any, Any]:
     """(model in eval mode, set-up datamodule): loaded from run_dir when it holds a finished run."""
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
-    if ckpt.is_file() and (run_dir / "metrics.json").is_file() and not args.force:
+    ckpt = last_checkpoint(run_dir)
+    if ckpt.is_file() and (run_dir / METRICS_FILE).is_file() and not args.force:
         print(f"[{label}] reusing {ckpt}", flush=True)
-        config = _read_yaml(run_dir / "config.yaml")
-        model, _ = load_model(ckpt, config, *read_checkpoint(ckpt))
-        return model, build_datamodule(data_section(None, config, {})[0], args.data_dir)
+        model, _ = load_model(ckpt, read_run_config(run_dir), *read_checkpoint(ckpt))
+        return model, run_datamodule(run_dir, args.data_dir)
     print(f"[{label}] training d=2 into {run_dir}", flush=True)
     extra = ["--model.latent_dim", "2", "--trainer.max_epochs", str(args.epochs)]
     if args.subset:

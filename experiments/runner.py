@@ -1,5 +1,5 @@
 """What every experiment script shares: one CLI `fit` per run, a run folder's state, and the
-CSV / markdown writers. Imported by the scripts beside it (``python experiments/<name>.py``)."""
+CSV / markdown writers. Imported by the scripts beside it (``python -m experiments.<name>``)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,10 @@ from typing import Any
 
 from neurosql_pl.cli import NeuroSQLCLI
 from neurosql_pl.cli import main as cli
-from neurosql_pl.evaluate import EvaluationError, evaluate
+from neurosql_pl.distribution_metrics import FID_METHODS
+from neurosql_pl.evaluate import evaluate
+from neurosql_pl.features import FEATURE_EXTRACTORS
+from neurosql_pl.run_folder import EVAL_FILE, METRICS_FILE, EvaluationError, last_checkpoint
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
@@ -52,8 +55,8 @@ def add_scoring_args(p: argparse.ArgumentParser, n: int, force_help: str) -> Non
     extra LightningCLI flags after ``--``: the options every model-comparing script shares."""
     p.add_argument("--models", nargs="+", default=list(MODELS), help=f"subset of {' '.join(MODELS)}")
     p.add_argument("--n", type=int, default=n, help="samples scored per run (and real images per set)")
-    p.add_argument("--features", default="inception", choices=["inception", "random-conv"])
-    p.add_argument("--fid-method", default="eigh", choices=["eigh", "torchmetrics"])
+    p.add_argument("--features", default="inception", choices=FEATURE_EXTRACTORS)
+    p.add_argument("--fid-method", default="eigh", choices=FID_METHODS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help=force_help)
     p.add_argument("cli_args", nargs="*", help="after --: extra LightningCLI flags for every fit")
@@ -108,9 +111,9 @@ def fit(
 
 def run_state(run_dir: Path) -> str:
     """'evaluated' (eval.json), 'trained' (metrics.json + last.ckpt), 'absent', or 'partial'."""
-    if (run_dir / "eval.json").is_file() and (run_dir / "metrics.json").is_file():
+    if (run_dir / EVAL_FILE).is_file() and (run_dir / METRICS_FILE).is_file():
         return "evaluated"
-    if (run_dir / "metrics.json").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file():
+    if (run_dir / METRICS_FILE).is_file() and last_checkpoint(run_dir).is_file():
         return "trained"
     if not run_dir.exists() or not any(run_dir.iterdir()):
         return "absent"
@@ -135,17 +138,17 @@ def trained_and_scored(
     finished run is there (or ``force``)."""
     state = "absent" if force else run_state(run_dir)
     if state == "evaluated":
-        report = json.loads((run_dir / "eval.json").read_text())
+        report = json.loads((run_dir / EVAL_FILE).read_text())
         settings = report.get("settings", {})
         if (settings.get("n_samples"), settings.get("features"), settings.get("seed")) == (n, features, seed):
-            print(f"[{label}] reusing {run_dir / 'eval.json'}", flush=True)
+            print(f"[{label}] reusing {run_dir / EVAL_FILE}", flush=True)
             return report
     if state not in ("trained", "evaluated"):
         print(f"[{label}] training into {run_dir}", flush=True)
         train()
     print(f"[{label}] evaluating with N={n} samples", flush=True)
     return evaluate(
-        run_dir / "checkpoints" / "last.ckpt", n=n, data_dir=data_dir, features=features, fid_method=fid_method,
+        last_checkpoint(run_dir), n=n, data_dir=data_dir, features=features, fid_method=fid_method,
         seed=seed, log=lambda msg: print(f"    {msg}", flush=True),
     )
 

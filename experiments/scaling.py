@@ -7,27 +7,29 @@ of the epochs after the first (warm-up), assignment step included. Writes, under
   scaling.png   log-log plot with the least-squares slope of each curve in the legend
   scaling.md    the same as a markdown table, with the slopes
 
-    python experiments/scaling.py --out runs/scaling                      # CPU-sized default
-    python experiments/scaling.py @experiments/gpu/scaling.args                # GPU-sized
+    python -m experiments.scaling --out runs/scaling                      # CPU-sized default
+    python -m experiments.scaling @experiments/gpu/scaling.args                # GPU-sized
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from runner import fit, script_main, script_parser, write_csv
+from experiments.runner import ExperimentError, fit, script_main, script_parser, write_csv
+from neurosql_pl.run_folder import epoch_times
 
 
 def epoch_time(model_config: str, n: int, epochs: int, run_dir: Path, data_dir: str, extra: list[str]) -> float:
     """Mean epoch time (s) of a fresh `fit` on the first n MNIST images, first epoch excluded."""
     fit(model_config, run_dir, "mnist", data_dir,
         ["--data.subset", str(n), "--trainer.max_epochs", str(epochs), *extra], checkpoints=False)
-    times = json.loads((run_dir / "metrics.json").read_text())["epoch_times_s"]
+    times = epoch_times(run_dir)
+    if not times:
+        raise ExperimentError(f"the run in {run_dir} recorded no epoch times")
     return float(np.mean(times[1:] if len(times) > 1 else times))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from neurosql_pl.baselines import DDPM, GAN, VAE, count_parameters
 from neurosql_pl.baselines.ddpm import beta_schedule
 from neurosql_pl.cli import main
 from neurosql_pl.networks import build_encoder, build_generator
+from neurosql_pl.run_folder import train_metrics
 
 CLASSES = {"vae": VAE, "gan": GAN, "ddpm": DDPM}
 TINY = {  # CLI overrides that make each model tiny
@@ -72,7 +72,7 @@ def test_one_epoch_cli_fit_writes_run_outputs_and_the_checkpoint_round_trips(nam
     assert ckpt_path.is_file()
     assert Image.open(run / "samples.png").size == (8 * 30 + 2, 8 * 30 + 2)  # 8×8 grid of 28 px
     assert (run / "reconstructions.png").is_file() == (name == "vae")  # only the VAE reconstructs
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = train_metrics(run)
     assert metrics["epochs"] == 1 and metrics["train_loss"] is not None and metrics["train_loss"] == metrics["train_loss"]
 
     ckpt = torch.load(ckpt_path, weights_only=False)

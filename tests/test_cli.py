@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from tests.helpers.cli_args import CONFIGS, tiny_fit_args
 from PIL import Image
 
 from neurosql_pl.cli import main
+from neurosql_pl.run_folder import train_metrics
 
 
 def test_fit_writes_every_run_output(tiny_mnist: Path, tmp_path: Path) -> None:
@@ -23,7 +23,7 @@ def test_fit_writes_every_run_output(tiny_mnist: Path, tmp_path: Path) -> None:
     assert samples.mode == "RGB" and samples.size == (8 * 30 + 2, 8 * 30 + 2)  # 8×8 grid of 28 px
     assert (run / "reconstructions.png").is_file()
 
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = train_metrics(run)
     for key in ("train_loss", "assign_mean_cost", "assign_frac_changed", "epoch_time_s", "total_time_s"):
         assert isinstance(metrics[key], float) and metrics[key] >= 0, key
     assert metrics["epochs"] == 2

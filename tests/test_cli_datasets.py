@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ import torch
 from tests.helpers.image_files import write_afhq, write_celeba, write_image_folder, write_nifti_folder, write_oasis
 
 from neurosql_pl.cli import main
+from neurosql_pl.run_folder import train_metrics
 
 CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 
@@ -49,4 +49,4 @@ def test_one_epoch_fit_on_each_dataset_layout(name: str, tmp_path: Path) -> None
     n = ckpt["hyper_parameters"]["num_samples"]
     assert sorted(ckpt["state_dict"]["assignment"].tolist()) == list(range(n))
     assert (run / "samples.png").is_file() and (run / "reconstructions.png").is_file()
-    assert json.loads((run / "metrics.json").read_text())["epochs"] == 1
+    assert train_metrics(run)["epochs"] == 1

@@ -41,8 +41,9 @@ from neurosql_pl.datamodules import (
 )
 from neurosql_pl.datamodules.images import ImageSpec, list_image_files
 from neurosql_pl.datamodules.splits import split_train_val
-from neurosql_pl.datamodules.prepare import CONFIG_DIR, available_configs, build_datamodule
+from neurosql_pl.datamodules.prepare import CONFIG_DIR, available_configs
 from neurosql_pl.datamodules.prepare import main as prepare_main
+from neurosql_pl.run_folder import data_config_section, instantiate
 
 N_CELEBA = 30  # 18 train, 6 valid, 6 test (celeba_partition)
 N_PER_CLASS, N_VAL_PER_CLASS = 4, 2
@@ -590,7 +591,7 @@ def test_split_train_val_sizes_and_disjointness(n, fraction, n_val):
 def test_every_data_config_builds_its_datamodule(tmp_path):
     assert {"mnist", "celeba", "afhq", "oasis", "folder"} <= set(available_configs())
     for name in available_configs():
-        dm = build_datamodule(CONFIG_DIR / f"{name}.yaml", {"data_dir": str(tmp_path)})
+        dm = instantiate(data_config_section(CONFIG_DIR / f"{name}.yaml"), {"data_dir": str(tmp_path)})
         assert type(dm).__name__.endswith("DataModule") and dm.hparams.data_dir == str(tmp_path)
         assert len(dm.image_shape) == 3
 

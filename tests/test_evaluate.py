@@ -1,8 +1,10 @@
 """End to end: `python -m neurosql_pl.evaluate` on a tiny NeuroSQL run (tiny MNIST files, trained
-in-process), with the small random-conv feature extractor; plus its error messages."""
+in-process), mostly with the small random-conv feature extractor and once with the real
+TF-Inception; plus its command-line spellings and error messages."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import shutil
@@ -91,3 +93,31 @@ def test_missing_and_corrupt_checkpoints_fail_clearly(tiny_run, tmp_path, capsys
         E.evaluate(tiny_run["ckpt"], n=3, features="random-conv", log=None)
     with pytest.raises(E.EvaluationError, match="MNIST not found"):
         E.evaluate(tiny_run["ckpt"], n=8, features="random-conv", data_dir=str(tmp_path / "empty"), log=None)
+
+
+def test_evaluate_with_the_inception_features(tiny_run, tmp_path, capsys):
+    """The real TF-Inception (8 samples, 8 held-out and 8 training images), through the command line."""
+    out = tmp_path / "eval.json"
+    assert E.main(["--ckpt", str(tiny_run["ckpt"]), "--n", "8", "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+                   "--kid-subsets", "5", "--fid-method", "eigh", "--quiet"]) == 0
+    assert "not meaningful" not in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    _check_report(report)
+    assert report["settings"]["features"] == "inception"
+    assert report["settings"]["feature_extractor_id"].startswith("tf-inception-v3")
+    assert report["metrics"]["fid"] > 0 and report["metrics"]["baseline_fid"] > 0
+
+
+def test_command_line_takes_the_parameters_of_evaluate_in_both_spellings():
+    old = E.parse_options(["--ckpt", "a.ckpt", "--data-config", "d.yaml", "--kid-subset-size=4", "--no-cache",
+                           "--no-baseline", "--fid-method", "eigh", "--features", "random-conv", "--quiet"])
+    new = E.parse_options(["--ckpt", "a.ckpt", "--data_config", "d.yaml", "--kid_subset_size=4", "--use_cache", "false",
+                           "--baseline", "false", "--fid_method", "eigh", "--features", "random-conv", "--quiet"])
+    assert old == new
+    assert new["use_cache"] is False and new["baseline"] is False and new["kid_subset_size"] == 4 and new["quiet"]
+    defaults = E.parse_options(["--ckpt", "a.ckpt"])
+    assert defaults["n"] == 1000 and defaults["features"] == "inception" and defaults["fid_method"] == "torchmetrics"
+    assert set(defaults) == set(inspect.signature(E.evaluate).parameters) - {"extractor", "log"} | {"quiet"}
+    with pytest.raises(SystemExit) as info:
+        E.parse_options(["--ckpt", "a.ckpt", "--features", "vgg"])
+    assert info.value.code == 2

@@ -4,27 +4,22 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
+import importlib
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
+from experiments import runner
 from tests.helpers.cli_args import REPO
 from tests.helpers.network import block_network
 
-sys.path.insert(0, str(REPO / "experiments"))  # the scripts import their shared runner module
-import runner  # noqa: E402
-
 
 def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The script experiments/<name>.py as the module ``experiments.<name>``."""
+    return importlib.import_module(f"experiments.{name}")
 
 
 def test_scaling_writes_csv_plot_and_table_with_one_row_per_model_and_size(tiny_mnist: Path, tmp_path: Path) -> None:
