@@ -41,16 +41,16 @@ eval: install  ## score CKPT=<run>/checkpoints/last.ckpt with N samples: writes 
 	$(PY) -m neurosql_pl.evaluate --ckpt $(CKPT) --n $(N) $(ARGS)
 
 compare: install  ## NeuroSQL vs VAE, GAN, DDPM on DATA, same wall time each, all metrics (OUT=runs/compare/DATA)
-	$(PY) experiments/compare.py --data $(DATA) --out $(if $(filter runs/$(DATA),$(OUT)),runs/compare/$(DATA),$(OUT)) $(ARGS)
+	$(PY) -m experiments.compare --data $(DATA) --out $(if $(filter runs/$(DATA),$(OUT)),runs/compare/$(DATA),$(OUT)) $(ARGS)
 
 fewshot: install  ## FID and pixel distance with N = 100…5000 training images per model (OUT=runs/fewshot/DATA)
-	$(PY) experiments/fewshot.py --data $(DATA) --out $(if $(filter runs/$(DATA),$(OUT)),runs/fewshot/$(DATA),$(OUT)) $(ARGS)
+	$(PY) -m experiments.fewshot --data $(DATA) --out $(if $(filter runs/$(DATA),$(OUT)),runs/fewshot/$(DATA),$(OUT)) $(ARGS)
 
 latent2d: install  ## Figure 2: d = 2 NeuroSQL vs a 2-D VAE on MNIST, codes by digit + decoded grids (OUT=runs/latent2d)
-	$(PY) experiments/latent2d.py --out $(if $(filter runs/$(DATA),$(OUT)),runs/latent2d,$(OUT)) $(ARGS)
+	$(PY) -m experiments.latent2d --out $(if $(filter runs/$(DATA),$(OUT)),runs/latent2d,$(OUT)) $(ARGS)
 
 scaling: install  ## Figure 5: epoch time against N for VAE, GAN, NeuroSQL at several m (OUT=runs/scaling)
-	$(PY) experiments/scaling.py --out $(if $(filter runs/$(DATA),$(OUT)),runs/scaling,$(OUT)) $(ARGS)
+	$(PY) -m experiments.scaling --out $(if $(filter runs/$(DATA),$(OUT)),runs/scaling,$(OUT)) $(ARGS)
 
 test: install  ## the default test suite (CPU, no network, < 15 min on 2 cores)
 	$(PY) -m pytest -m "not slow" -q
@@ -59,7 +59,7 @@ test-all: install  ## every test, the slow ones too
 	$(PY) -m pytest -q
 
 bench: install  ## speed benchmarks (GEMM cost, lattice build, assignment share of an epoch)
-	$(PY) experiments/bench.py
+	$(PY) -m experiments.bench
 
 sweep: install  ## create a W&B sweep from SWEEP_FILE (needs a W&B login); prints its id
 	$(VENV)/bin/wandb sweep $(SWEEP_FILE)
