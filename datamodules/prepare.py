@@ -20,9 +20,11 @@ from pathlib import Path
 
 import yaml
 
+from neurosql_pl import configs
+
 from .errors import ChecksumMismatchError, CorruptFileError, DatasetNotFoundError
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "data"
+CONFIG_DIR = configs.config_dir("data")  # experiments/configs/data, installed as neurosql_pl.configs
 
 
 def available_configs(config_dir: Path = CONFIG_DIR) -> list[str]:
