@@ -23,8 +23,11 @@ from tests.helpers.network import block_network  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test runs with the network blocked (loopback and Unix sockets allowed)."""
+    """Every test runs with the network blocked (loopback and Unix sockets allowed) and W&B
+    offline: Lightning's WandbLogger rewrites WANDB_MODE (to "dryrun") in the process when an
+    offline run starts, so it is set again before each test."""
     block_network(monkeypatch)
+    monkeypatch.setenv("WANDB_MODE", "offline")
 
 
 @pytest.fixture

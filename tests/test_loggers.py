@@ -92,6 +92,7 @@ def test_without_credentials_a_run_starts_offline_and_never_asks_for_a_login(hom
     def asked(*args, **kwargs):
         raise AssertionError("W&B asked for a login")
 
+    wandb.finish()  # a run an earlier test left open would be reused instead of a new one
     monkeypatch.setattr(wandb, "login", asked)
     monkeypatch.setattr(wandb_login, "_login", asked)
     monkeypatch.setattr(builtins, "input", asked)
