@@ -7,9 +7,12 @@ import sys
 from pathlib import Path
 
 import torch
+from tests.helpers.ddp_fit import MODEL
 from tests.helpers.idx_files import write_mnist_idx
 
+from neurosql_pl import NeuroSQL
 from neurosql_pl.assignment import check_permutation
+from neurosql_pl.datamodules import MNISTDataModule
 
 SCRIPT = Path(__file__).parent / "helpers" / "ddp_fit.py"
 
@@ -37,3 +40,27 @@ def test_two_ranks_keep_identical_permutations_and_codes(tmp_path: Path) -> None
     assert not torch.equal(
         torch.load(out / "rank0_epoch0.pt")["assignment"], torch.load(out / "rank0_epoch1.pt")["assignment"]
     )  # the assignment did work
+    replay_in_one_process(data_dir, out)
+
+
+def replay_in_one_process(data_dir: Path, out: Path) -> None:
+    """Each epoch's 2-rank assignment equals one process solving all its blocks.
+
+    From the state before the assignment and the generator it scored with, a single-process
+    `assign` must reach the ranks' π and Ẑ: every block solved on either rank was applied.
+    """
+    datamodule = MNISTDataModule(data_dir=str(data_dir), download=False)
+    datamodule.setup("fit")
+    for epoch in (0, 1):
+        after = torch.load(out / f"rank0_epoch{epoch}.pt")
+        model = NeuroSQL(**MODEL, image_shape=(1, 28, 28), num_samples=67)
+        model.generator.load_state_dict(after["generator"])
+        model.lattice = after["lattice"]
+        model.assignment = after["before"]["assignment"]
+        model.latents = after["before"]["latents"]
+        model.build_feature_banks(datamodule.train_images)  # as in the fit: real features cached
+        (callback,) = model.configure_callbacks()
+        stats = callback.assign(model, datamodule.train_images, epoch=epoch)
+        assert stats["frac_changed"] > 0, f"no block changed in epoch {epoch}: the comparison would prove nothing"
+        assert torch.equal(model.assignment, after["assignment"]), f"π after epoch {epoch} differs from one process"
+        assert torch.allclose(model.latents, after["latents"], rtol=0, atol=1e-6), f"Ẑ after epoch {epoch} differs"

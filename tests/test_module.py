@@ -7,10 +7,11 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from torch import nn
 
 from neurosql_pl.datamodules import MNISTDataModule
 from neurosql_pl import NeuroSQL
-from neurosql_pl.assignment import check_permutation
+from neurosql_pl.assignment import check_permutation, pca_assignment, random_assignment
 
 
 def small_model(tmp_path: Path, **overrides) -> NeuroSQL:
@@ -138,3 +139,66 @@ def test_no_bank_over_budget_falls_back_to_fresh_features(tiny_mnist: Path, tmp_
     assert model.real_bank is None
     assert trainer.callback_metrics["assign/frac_reused"] == 0.0
     check_permutation(model.assignment, 64)
+
+
+def fit_recording_costs(model: NeuroSQL, data_dir: Path, root: Path) -> tuple[list[torch.Tensor], KeepBanks]:
+    """One epoch and its assignment step; returns every block_costs result and the banks of the fit."""
+    recorded = []
+    block_costs = model.block_costs
+
+    def spy(samples: torch.Tensor, points: torch.Tensor, images_at) -> torch.Tensor:
+        costs = block_costs(samples, points, images_at)
+        recorded.append(costs.cpu().clone())
+        return costs
+
+    model.block_costs = spy
+    banks = KeepBanks()
+    fit(model, data_dir, root, epochs=1, callbacks=[banks])
+    return recorded, banks
+
+
+def test_every_cost_source_gives_the_same_assignment(tiny_mnist: Path, tmp_path: Path) -> None:
+    """Costs from recorded epoch outputs, from fresh passes with banks (float32 or float16), or
+    without banks are the same numbers, so the assignment step makes the same π and Ẑ.
+
+    lr = 0 keeps the generator fixed through the epoch, and a generator without BatchNorm gives
+    the same output for a code in training and in eval mode, so the features recorded by the
+    training steps must equal the fresh ones for the same lattice points.
+    """
+    settings = dict(lr=0.0, image_shape=(1, 28, 28), num_samples=64)
+    dim = small_model(tmp_path, **settings).loss_fn.feature_dim((1, 28, 28))
+    fp16_budget = 3 * 64 * dim / 2**30  # 3 bytes per value: float16 fits, float32 does not
+    runs = {  # name → (overrides, bank dtype, relative tolerance of the costs)
+        "no banks": ({"feature_cache_gb": 0.0}, None, 0.0),
+        "fresh": ({"cost_outputs": "fresh"}, torch.float32, 1e-5),
+        "epoch": ({"cost_outputs": "epoch"}, torch.float32, 1e-5),
+        "epoch, float16": ({"cost_outputs": "epoch", "feature_cache_gb": fp16_budget}, torch.float16, 5e-3),
+    }
+    results = {}
+    for name, (overrides, dtype, _) in runs.items():
+        model = small_model(tmp_path, **settings, **overrides)
+        torch.manual_seed(0)  # the same weights in every run
+        model.generator = nn.Sequential(nn.Linear(4, 28 * 28), nn.Unflatten(1, (1, 28, 28)), nn.Tanh())
+        costs, banks = fit_recording_costs(model, tiny_mnist, tmp_path / name)
+        assert (banks.real_bank.values.dtype if banks.real_bank is not None else None) == dtype, name
+        if overrides.get("cost_outputs") == "epoch":
+            assert banks.fake_bank.values.dtype == dtype, name
+        results[name] = (torch.cat(costs), model.assignment.clone(), model.latents.clone())
+    costs0, pi0, latents0 = results["no banks"]
+    assert costs0.shape == (4, 16, 16)  # 64 samples in blocks of 16
+    for name, (costs, pi, latents) in results.items():
+        tolerance = runs[name][2]
+        assert torch.allclose(costs, costs0, rtol=tolerance, atol=tolerance * costs0.mean()), name
+        assert torch.equal(pi, pi0), name
+        assert torch.equal(latents, latents0), name
+
+
+def test_pca_init_is_the_ot_pca_assignment(tiny_mnist: Path, tmp_path: Path) -> None:
+    """init="pca" gives exactly `pca_assignment` of the training images (same seed and block size)."""
+    model = small_model(tmp_path, init="pca", assign_every=2)
+    fit(model, tiny_mnist, tmp_path / "run", epochs=1)  # no assignment step yet: π is the initial one
+    datamodule = MNISTDataModule(data_dir=str(tiny_mnist), download=False)
+    datamodule.setup("fit")
+    expected = pca_assignment(datamodule.train_images, model.lattice, torch.Generator().manual_seed(0), block_size=16)
+    assert torch.equal(model.assignment, expected)
+    assert not torch.equal(expected, random_assignment(64, torch.Generator().manual_seed(0)))

@@ -161,17 +161,22 @@ def random_assignment(num_samples: int, generator: torch.Generator) -> torch.Ten
     return torch.randperm(num_samples, generator=generator)
 
 
-def pca_scores(images_at: ImageSource, num_samples: int, dim: int, fit_size: int = 10_000, chunk: int = 4096) -> torch.Tensor:
+def pca_scores(
+    images_at: ImageSource, num_samples: int, dim: int, fit_size: int = 10_000, chunk: int = 4096, seed: int = 0
+) -> torch.Tensor:
     """Whitened scores on the `dim` leading principal components, (N, dim) with unit variance.
 
     The components are fitted on at most `fit_size` evenly spaced images, then all N images are
     projected `chunk` at a time, so large datasets never sit in memory as floats at once.
+    The randomized PCA draws its sketch from `seed`, not from the global random state.
     """
     fit_idx = torch.linspace(0, num_samples - 1, min(fit_size, num_samples)).long().unique()
     x = images_at(fit_idx).reshape(len(fit_idx), -1).double()
     mean = x.mean(dim=0, keepdim=True)
     q = min(dim, x.shape[0], x.shape[1])
-    _, _, v = torch.pca_lowrank(x - mean, q=q, center=False, niter=4)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        _, _, v = torch.pca_lowrank(x - mean, q=q, center=False, niter=4)
     components = v[:, :q]
     scores = torch.cat(
         [(images_at(rows).reshape(len(rows), -1).double() - mean) @ components for rows in torch.arange(num_samples).split(chunk)]
@@ -194,10 +199,11 @@ def pca_assignment(
     The exact N×N OT problem does not scale to N = 60k, so it is approached by `rounds` sweeps
     of random block assignment on the cost ‖s_i − Q_k‖², starting from a random π; each sweep
     can only lower the total cost. With block_size ≥ N it is the exact global OT in one round.
+    The result depends only on the inputs and the generator's seed (the PCA uses its initial seed).
     """
     from .costs import pairwise_sq_dists
 
-    scores = pca_scores(images_at, lattice.shape[0], lattice.shape[1])
+    scores = pca_scores(images_at, lattice.shape[0], lattice.shape[1], seed=generator.initial_seed())
     pi = random_assignment(lattice.shape[0], generator)
 
     def cost_fn(samples: torch.Tensor, points: torch.Tensor) -> torch.Tensor:

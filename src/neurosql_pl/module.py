@@ -4,8 +4,9 @@ Per training sample i (its dataset index) the module keeps, as checkpointed buff
   assignment[i] = π(i)  the lattice point sample i holds (π is a permutation of 0..N-1),
   latents[i]    = Ẑ_i   the code the generator is trained on (d floats);
 and the lattice Q (N, d) itself. `training_step` minimises ℓ(X_i, G(Ẑ_i)) over minibatches;
-the epoch-boundary `AssignmentCallback` (returned by `configure_callbacks`) updates π and Ẑ.
-New images come from z ~ N(0, I_d).
+the epoch-boundary `AssignmentCallback` (returned by `configure_callbacks`) updates π and Ẑ,
+scoring its blocks with `block_costs`: the module owns the loss, the feature banks and
+where the assignment's G(Q_k) come from (`cost_outputs`). New images come from z ~ N(0, I_d).
 """
 
 from __future__ import annotations
@@ -20,13 +21,17 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
-from .assignment import pca_assignment, random_assignment
-from .callbacks import AssignmentCallback
+from .assignment import SOLVERS, pca_assignment, random_assignment
+from .assignment_callback import AssignmentCallback
+from .costs import pairwise_sq_dists
 from .feature_bank import FeatureBank
-from .images import trainer_images
+from .images import ImageSource, trainer_images
 from .lattice import load_or_build_lattice
 from .losses import ReconstructionLoss
 from .networks import build_generator
+from .training_utils import check_finite_loss, eval_mode
+
+BATCH = 512  # images per generator / loss-network pass outside training (feature banks, costs, sampling)
 
 
 class NeuroSQL(L.LightningModule):
@@ -69,7 +74,7 @@ class NeuroSQL(L.LightningModule):
             lr / betas: Adam settings of the generator.
             rho: momentum ρ ∈ (0, 1] of the code update Ẑ ← ρ·Q_π + (1−ρ)·Ẑ (1 = jump to Q_π).
             block_size: m, the local assignment size (2 ≤ m; m ≥ N means one global assignment).
-            solver: "exact" (scipy), "pot" (ot.emd) or "greedy".
+            solver: one of `assignment.SOLVERS`: "exact" (scipy), "pot" (ot.emd) or "greedy".
             assign_every: run the assignment step every this many epochs (≥ 1).
             init: initial π, "random" or "pca" (OT of the images' whitened PCA scores to the lattice).
             perceptual / perceptual_weight / pixel / pixel_weight / pretrained_backbone: the loss ℓ
@@ -96,8 +101,8 @@ class NeuroSQL(L.LightningModule):
             raise ValueError(f"assign_every must be >= 1, got {assign_every}")
         if init not in ("random", "pca"):
             raise ValueError(f"init must be 'random' or 'pca', got {init!r}")
-        if solver not in ("exact", "pot", "greedy"):
-            raise ValueError(f"solver must be 'exact', 'pot' or 'greedy', got {solver!r}")
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
         if cost_outputs not in ("fresh", "epoch"):
             raise ValueError(f"cost_outputs must be 'fresh' or 'epoch', got {cost_outputs!r}")
         if cost_outputs == "epoch" and (rho != 1.0 or pixel == "l1"):
@@ -185,13 +190,16 @@ class NeuroSQL(L.LightningModule):
         self.initialized.fill_(True)
 
     def on_train_start(self) -> None:
-        self._build_feature_banks()
+        self.build_feature_banks(trainer_images(self.trainer))
 
     def on_train_end(self) -> None:
         self.real_bank = self.fake_bank = None  # per-fit memory (up to 2 × feature_cache_gb)
 
-    def _build_feature_banks(self) -> None:
-        """Real-image features once per fit (and an empty bank for generated ones), within budget."""
+    def build_feature_banks(self, images_at: ImageSource) -> None:
+        """Real-image features once per fit (and an empty bank for generated ones), within budget.
+
+        images_at(indices) gives the training images in [-1, 1] (`images.trainer_images` in a fit).
+        """
         self.real_bank = self.fake_bank = None
         if self.loss_fn.pixel == "l1":  # the L1 term is not a squared distance of features
             return
@@ -201,9 +209,8 @@ class NeuroSQL(L.LightningModule):
         if bank is None:
             rank_zero_warn(f"real-image features ({n}×{dim}) exceed feature_cache_gb={hp.feature_cache_gb}; computing them per step")
             return
-        images_at = trainer_images(self.trainer)
-        for rows in torch.arange(n).split(512):
-            bank.put(rows, self.loss_fn.features_batched(images_at(rows).to(self.device), batch_size=512))
+        for rows in torch.arange(n).split(BATCH):
+            bank.put(rows, self.loss_fn.features_batched(images_at(rows).to(self.device), batch_size=BATCH))
         self.real_bank = bank
         if hp.cost_outputs == "epoch":
             self.fake_bank = FeatureBank.within_budget(n, dim, hp.feature_cache_gb)
@@ -253,11 +260,7 @@ class NeuroSQL(L.LightningModule):
         else:
             per_sample = self.loss_fn(fake, x)
         loss = per_sample.mean()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
-                "lower --model.lr; the last good checkpoint is kept"
-            )
+        check_finite_loss(loss, self, remedy="lower --model.lr")
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x.shape[0])
         return loss
 
@@ -275,6 +278,57 @@ class NeuroSQL(L.LightningModule):
                 seed=hp.seed,
             )
         ]
+
+    # ---------------------------------------------------------------- assignment costs
+    @torch.no_grad()
+    def block_costs(self, samples: torch.Tensor, points: torch.Tensor, images_at: ImageSource) -> torch.Tensor:
+        """Costs of k equal-size blocks at once: samples, points (k, b) → (k, b, b) on `self.device`.
+
+        samples are dataset indices, points lattice indices; C[j, i, l] = ℓ(X_samples[j, i],
+        G(Q_points[j, l])) with the generator in eval mode. From the feature banks where they
+        are (real features cached at fit start; generated features recorded by this epoch's
+        training steps when cost_outputs="epoch"), else from fresh generator and loss passes on
+        images_at(indices) (training images in [-1, 1]).
+        """
+        k, b = samples.shape
+        if self.real_bank is not None:
+            x = self.real_bank.get(samples.flatten(), self.device).view(k, b, -1)
+            return pairwise_sq_dists(x, self._generated_features(points.flatten()).view(k, b, -1))
+        costs = []
+        for s, p in zip(samples, points):
+            fake = self._generate(self.lattice[p.to(self.device)])
+            costs.append(self.loss_fn.cost_matrix(images_at(s).to(self.device), fake, batch_size=BATCH))
+        return torch.stack(costs)
+
+    def costs_per_call(self, block_size: int) -> int:
+        """How many blocks of `block_size` one `block_costs` call should take: with the feature
+        banks, as many as keep their stacked features under ~256 MiB (one batched GEMM); else 1."""
+        if self.real_bank is None:
+            return 1
+        return max(1, 2**28 // (2 * block_size * self.real_bank.values.shape[1] * 4))
+
+    def finish_assignment(self) -> float:
+        """End an assignment step: forget the generated features recorded this epoch.
+
+        Returns the fraction of lattice points whose recorded features `block_costs` could reuse.
+        """
+        if self.fake_bank is None:
+            return 0.0
+        reused = float(self.fake_bank.filled.float().mean())
+        self.fake_bank.clear()
+        return reused
+
+    def _generated_features(self, points: torch.Tensor) -> torch.Tensor:
+        """Loss features F(G(Q_k)) (len(points), D): recorded this epoch where they are, else fresh."""
+        device, bank = self.device, self.fake_bank
+        recorded = bank.filled[points] if bank is not None else torch.zeros(len(points), dtype=torch.bool)
+        feats = torch.empty(len(points), self.real_bank.values.shape[1], device=device)
+        if recorded.any():
+            feats[recorded.to(device)] = bank.get(points[recorded], device)
+        if not recorded.all():
+            fresh = self._generate(self.lattice[points[~recorded].to(device)])
+            feats[(~recorded).to(device)] = self.loss_fn.features_batched(fresh, BATCH)
+        return feats
 
     # ---------------------------------------------------------------- using the model
     @torch.no_grad()
@@ -295,12 +349,9 @@ class NeuroSQL(L.LightningModule):
         return self._generate((1 - t) * self.latents[a] + t * self.latents[b])
 
     def _generate(self, z: torch.Tensor) -> torch.Tensor:
-        was_training = self.generator.training
-        self.generator.eval()
-        try:
-            return self.generator(z)
-        finally:
-            self.generator.train(was_training)
+        """G(z) for codes (B, d), BATCH at a time, in eval mode."""
+        with eval_mode(self.generator):
+            return torch.cat([self.generator(chunk) for chunk in z.split(BATCH)])
 
 
 def rng_states() -> dict[str, Any]:

@@ -3,8 +3,9 @@
     python tests/helpers/ddp_fit.py DATA_DIR OUT_DIR [EPOCHS]
 
 Lightning's "ddp" strategy starts the second rank by re-running this script. Each rank writes
-OUT_DIR/rank{r}_epoch{e}.pt after every assignment (π, Ẑ and the indices it trained on in
-that epoch); tests/test_ddp.py compares the ranks.
+OUT_DIR/rank{r}_epoch{e}.pt after every assignment (π, Ẑ, the generator and the indices it
+trained on in that epoch, and π, Ẑ as they were before the assignment); tests/test_ddp.py
+compares the ranks, and replays each assignment in one process.
 """
 
 from __future__ import annotations
@@ -19,14 +20,24 @@ from neurosql_pl.datamodules import MNISTDataModule
 from neurosql_pl import NeuroSQL
 
 
+MODEL = dict(latent_dim=4, generator_width=8, block_size=8, perceptual=None, pixel="l2", rho=0.5)
+
+
 class StateRecorder(L.Callback):
-    """Collects the dataset indices this rank trains on; `save` writes the per-sample state."""
+    """Collects the dataset indices this rank trains on; `save` writes the per-sample state.
+
+    A trainer callback: its epoch-end hook runs before the model's own callbacks (the
+    assignment), so it keeps π and Ẑ as the assignment found them.
+    """
 
     def __init__(self, out: Path) -> None:
-        self.out, self.seen = out, []
+        self.out, self.seen, self.before = out, [], {}
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self.seen = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.before = {"assignment": pl_module.assignment.cpu().clone(), "latents": pl_module.latents.cpu().clone()}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.seen.append(batch[1].cpu())
@@ -38,6 +49,7 @@ class StateRecorder(L.Callback):
             "lattice": pl_module.lattice.cpu().clone(),
             "seen": torch.cat(self.seen),
             "generator": {k: v.cpu().clone() for k, v in pl_module.generator.state_dict().items()},
+            "before": self.before,
         }
         torch.save(state, self.out / f"rank{trainer.global_rank}_epoch{trainer.current_epoch}.pt")
 
@@ -56,10 +68,7 @@ def main() -> None:
     data_dir, out = sys.argv[1], Path(sys.argv[2])
     epochs = int(sys.argv[3]) if len(sys.argv) > 3 else 2
     out.mkdir(parents=True, exist_ok=True)
-    model = NeuroSQL(
-        latent_dim=4, generator_width=8, block_size=8, perceptual=None, pixel="l2",
-        lattice_cache_dir=str(out / "lattices"), rho=0.5,
-    )
+    model = NeuroSQL(**MODEL, lattice_cache_dir=str(out / "lattices"))
     recorder = StateRecorder(out)
     model.configure_callbacks = lambda: [*NeuroSQL.configure_callbacks(model), AfterAssignment(recorder)]
     trainer = L.Trainer(

@@ -8,29 +8,11 @@ networks before loading their weights. Batches are (images (B, C, H, W) in [-1, 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import lightning as L
-import torch
-from torch import nn
 
 from .unet_denoiser import count_parameters
 
-__all__ = ["ImageModelBase", "count_parameters", "eval_mode"]
-
-
-@contextmanager
-def eval_mode(*modules: nn.Module) -> Iterator[None]:
-    """Put modules in eval mode for the block, then restore each one's previous mode."""
-    modes = [m.training for m in modules]
-    try:
-        for m in modules:
-            m.eval()
-        yield
-    finally:
-        for m, mode in zip(modules, modes):
-            m.train(mode)
+__all__ = ["ImageModelBase", "count_parameters"]
 
 
 class ImageModelBase(L.LightningModule):
@@ -67,11 +49,4 @@ class ImageModelBase(L.LightningModule):
             raise ValueError(
                 f"the model was built for images of shape {tuple(self.hparams.image_shape)}, but the data has {shape}; "
                 "use the same dataset settings (image_size, channels) as the checkpoint"
-            )
-
-    def _check_finite(self, loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
-                "lower the learning rate; the last good checkpoint is kept"
             )

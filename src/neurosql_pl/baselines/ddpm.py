@@ -41,7 +41,8 @@ import torch
 from torch.nn import functional as F
 
 from ..networks import build_generator
-from .common import ImageModelBase, eval_mode
+from ..training_utils import check_finite_loss, eval_mode
+from .common import ImageModelBase
 from .unet_denoiser import UNetDenoiser, count_parameters, width_for_budget
 
 SCHEDULES = ("linear", "cosine")
@@ -176,7 +177,7 @@ class DDPM(ImageModelBase):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, _ = batch
         loss = self.diffusion_loss(x)
-        self._check_finite(loss)
+        check_finite_loss(loss, self)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x.shape[0])
         return loss
 

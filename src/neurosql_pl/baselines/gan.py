@@ -23,7 +23,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..networks import build_encoder, build_generator
-from .common import ImageModelBase, eval_mode
+from ..training_utils import check_finite_loss, eval_mode
+from .common import ImageModelBase
 
 
 class GAN(ImageModelBase):
@@ -119,7 +120,7 @@ class GAN(ImageModelBase):
 
         d_loss = d_terms["loss"].detach()
         total = d_loss + g_loss.detach()
-        self._check_finite(total)
+        check_finite_loss(total, self)
         b = x.shape[0]
         self.log("train/loss", total, on_step=True, on_epoch=True, batch_size=b)
         self.log("train/d_loss", d_loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=b)

@@ -34,7 +34,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..networks import build_encoder, build_generator
-from .common import ImageModelBase, eval_mode
+from ..training_utils import check_finite_loss, eval_mode
+from .common import ImageModelBase
 
 RECONSTRUCTIONS = ("gaussian", "bce")
 
@@ -125,7 +126,7 @@ class VAE(ImageModelBase):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, _ = batch
         terms = self.elbo_terms(x)
-        self._check_finite(terms["loss"])
+        check_finite_loss(terms["loss"], self)
         self.log("train/loss", terms["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=x.shape[0])
         self.log("train/recon", terms["recon"], on_step=False, on_epoch=True, batch_size=x.shape[0])
         self.log("train/kl", terms["kl"], on_step=False, on_epoch=True, batch_size=x.shape[0])
