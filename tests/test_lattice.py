@@ -299,7 +299,6 @@ def test_numpy_integers_are_accepted():
 
 # ----------------------------------------------------------------------------- full size
 # (build and load times are measured by `make bench`, not asserted here)
-@pytest.mark.slow
 def test_full_size_lattice_discretises_the_gaussian_and_round_trips_the_cache(tmp_path):
     q = load_or_build_lattice(60_000, 16, "cube", "pot", cache_dir=tmp_path)
     assert torch.equal(load_or_build_lattice(60_000, 16, "cube", "pot", cache_dir=tmp_path), q)

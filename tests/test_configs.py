@@ -1,0 +1,59 @@
+"""The config pieces as package data (`neurosql_pl.configs`, experiments/configs in the repository)
+and the CLI's short names for them (`--config data/mnist`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import neurosql_pl.configs as configs
+from neurosql_pl.cli import expand_config_names, main
+from neurosql_pl.datamodules.prepare import CONFIG_DIR
+from tests.helpers.cli_args import CONFIGS
+
+
+def test_the_package_is_the_repositorys_config_folder():
+    assert configs.config_dir() == CONFIGS.resolve()
+    assert CONFIG_DIR == configs.config_dir("data") == CONFIGS.resolve() / "data"
+    for kind in configs.KINDS:
+        assert configs.available(kind) == sorted(p.stem for p in (CONFIGS / kind).glob("*.yaml"))
+    assert configs.config_path("model", "vae") == configs.config_path("model", "vae.yaml") == CONFIGS.resolve() / "model" / "vae.yaml"
+
+
+def test_unknown_kind_or_name_lists_the_choices():
+    with pytest.raises(ValueError, match="one of data, model, trainer"):
+        configs.config_dir("optimizer")
+    with pytest.raises(FileNotFoundError, match="no data config 'imagenet'; available: afhq, celeba"):
+        configs.config_path("data", "imagenet")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("data/mnist", ("data", "mnist")), ("model/neurosql_mse.yaml", ("model", "neurosql_mse")),
+     ("data/imagenet", None), ("optimizer/adam", None), ("mnist", None), ("data/../model/vae", None), ("{data: 1}", None)],
+)
+def test_packaged_config_reads_kind_slash_name_only(value, expected):
+    path = configs.packaged_config(value)
+    assert path == (None if expected is None else configs.config_path(*expected))
+
+
+def test_expand_config_names_rewrites_short_names_in_every_spelling(tmp_path, monkeypatch):
+    mnist = str(configs.config_path("data", "mnist"))
+    args = ["fit", "--config", "data/mnist", "-c", "data/mnist", "--config=data/mnist", "--model.name", "data/mnist"]
+    assert expand_config_names(args) == ["fit", "--config", mnist, "-c", mnist, f"--config={mnist}", "--model.name", "data/mnist"]
+    assert expand_config_names(["--config", "data/imagenet", "--config"]) == ["--config", "data/imagenet", "--config"]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mnist").write_text("data: {}\n")
+    monkeypatch.chdir(tmp_path)
+    assert expand_config_names(["--config", "data/mnist"]) == ["--config", "data/mnist"]  # a file here wins
+
+
+def test_the_cli_accepts_short_names(tmp_path: Path):
+    cli = main(
+        ["--config", "trainer/default", "--config", "model/neurosql_mse", "--config", "data/mnist",
+         "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path)],
+        run=False,
+    )
+    assert type(cli.model).__name__ == "NeuroSQL" and type(cli.datamodule).__name__ == "MNISTDataModule"
+    assert cli.model.hparams.pixel == "l2"  # from model/neurosql_mse
