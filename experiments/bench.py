@@ -11,6 +11,14 @@
    recorded during training). One epoch each; the one-off computation of the real images'
    features at fit start is reported apart. Feature banks use the default budget
    (feature_cache_gb=6 each: float16 for ST-LPIPS at 60k).
+4. L1 losses (pixel "l1", "laplacian_l1"), whose L1 part has no GEMM form, at MNIST size
+   (N = 10,000 by default): (a) the pairwise cost of one assignment step, N/m blocks of m×m on
+   the loss features ψ (D = 784 or 1,045 at 28 px), measured on one block and scaled by N/m:
+   `costs.pairwise_l1` against `torch.cdist(p=1)` and against the GEMM of a squared loss of
+   the same width; (b) the assignment step as a share of a training epoch at m = 2048, with
+   costs fresh without feature banks (feature_cache_gb=0: every step re-renders all N lattice
+   points and recomputes the real images' features), fresh with banks, and "epoch"; the
+   time of the cost matrices within the step is shown apart (the rest is mostly the LSAPs).
 Ratios are measured side by side in one process: the machine may be shared and noisy.
 """
 
@@ -32,6 +40,7 @@ import torch
 
 from neurosql_pl.datamodules import MNISTDataModule
 from neurosql_pl import NeuroSQL
+from neurosql_pl.costs import pairwise_l1, pairwise_sq_dists
 from neurosql_pl.lattice import build_lattice, load_or_build_lattice
 from neurosql_pl.losses import ReconstructionLoss
 
@@ -99,6 +108,40 @@ class _EpochClock(L.Callback):
         self.train_s = time.perf_counter() - self.start
 
 
+def epoch_times(data_dir: str, subset: int | None, lattice_dir: str, **model_args) -> dict[str, float]:
+    """One NeuroSQL epoch on MNIST (batch 128) and its assignment step, in seconds: "bank" (real-
+    feature cache, once), "train", "assign" and, within it, "costs" (the `block_costs` calls)."""
+    model = NeuroSQL(lattice_cache_dir=lattice_dir, **model_args)
+    clock = _EpochClock()
+    costs_s = 0.0
+    block_costs = model.block_costs
+
+    def timed_block_costs(*args, **kwargs) -> torch.Tensor:
+        nonlocal costs_s
+        start = time.perf_counter()
+        out = block_costs(*args, **kwargs)
+        costs_s += time.perf_counter() - start
+        return out
+
+    model.block_costs = timed_block_costs
+    trainer = L.Trainer(
+        max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[clock], accelerator="cpu", devices=1,
+    )
+    trainer.fit(model, datamodule=MNISTDataModule(data_dir=data_dir, batch_size=128, subset=subset))
+    assign_s = float(trainer.callback_metrics["assign/time_s"])
+    times = {"bank": clock.bank_s, "train": clock.train_s, "assign": assign_s, "costs": costs_s}
+    del model, trainer
+    gc.collect()
+    return times
+
+
+def epoch_row(label: str, t: dict[str, float], costs: bool = False) -> str:
+    cost_cell = f" {t['costs']:.2f} |" if costs else ""
+    share = t["assign"] / (t["train"] + t["assign"])
+    return f"| {label} | {t['bank']:.1f} | {t['train']:.1f} | {t['assign']:.2f} |{cost_cell} {share:.1%} |"
+
+
 def bench_assignment(data_dir: str, subset: int | None, block_size: int, lattice_dir: str, lpips: bool) -> None:
     n_label = f"{subset:,}" if subset else "60,000"
     print(f"\n## 3. Assignment step vs training epoch, MNIST {n_label} images, m = {block_size}, batch 128")
@@ -107,21 +150,47 @@ def bench_assignment(data_dir: str, subset: int | None, block_size: int, lattice
     losses = [("MSE", None)] + ([("ST-LPIPS(alex)+MSE", "stlpips-alex")] if lpips else [])
     for name, perceptual in losses:
         for cost_outputs in ("fresh", "epoch"):
-            model = NeuroSQL(
-                perceptual=perceptual, pixel="l2", block_size=block_size, cost_outputs=cost_outputs,
-                lattice_cache_dir=lattice_dir,
+            times = epoch_times(
+                data_dir, subset, lattice_dir, perceptual=perceptual, pixel="l2", block_size=block_size,
+                cost_outputs=cost_outputs,
             )
-            clock = _EpochClock()
-            trainer = L.Trainer(
-                max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                enable_model_summary=False, callbacks=[clock], accelerator="cpu", devices=1,
-            )
-            trainer.fit(model, datamodule=MNISTDataModule(data_dir=data_dir, batch_size=128, subset=subset))
-            assign_s = float(trainer.callback_metrics["assign/time_s"])
-            share = assign_s / (clock.train_s + assign_s)
-            print(f"| {name} | {cost_outputs} | {clock.bank_s:.1f} | {clock.train_s:.1f} | {assign_s:.2f} | {share:.1%} |", flush=True)
-            del model, trainer
-            gc.collect()
+            print(epoch_row(f"{name} | {cost_outputs}", times), flush=True)
+
+
+L1_LOSSES = (("pixel L1", "l1"), ("Laplacian L1", "laplacian_l1"))
+
+
+def bench_l1_costs(images: torch.Tensor, num_samples: int, sizes: list[int]) -> None:
+    print(f"\n## 4a. Pairwise costs of one assignment step on the L1 features ψ, N = {num_samples:,} (N/m blocks of m×m)")
+    print("| loss | D | m | GEMM (squared, same D) s | torch.cdist(p=1) s | pairwise_l1 s | pairwise_l1 / GEMM | cdist / pairwise_l1 | max rel diff |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, pixel in L1_LOSSES:
+        loss = ReconstructionLoss(perceptual=None, pixel=pixel)
+        for m in sizes:
+            features = loss.features_batched(images[: 2 * m])
+            x, y = features[:m], features[m:]
+            blocks = num_samples / m
+            gemm_s, _ = timed(lambda: pairwise_sq_dists(x, y), repeat=3)
+            cdist_s, reference = timed(lambda: torch.cdist(x, y, p=1.0), repeat=2)
+            l1_s, cost = timed(lambda: pairwise_l1(x, y), repeat=2)
+            rel = ((cost - reference).abs() / reference.abs().clamp_min(1e-12)).max().item()
+            print(f"| {name} | {x.shape[1]} | {m} | {gemm_s * blocks:.3g} | {cdist_s * blocks:.3g} | {l1_s * blocks:.3g} | "
+                  f"{l1_s / gemm_s:.0f}× | {cdist_s / l1_s:.1f}× | {rel:.1e} |", flush=True)
+
+
+def bench_l1_assignment(data_dir: str, subset: int, block_size: int, lattice_dir: str) -> None:
+    print(f"\n## 4b. Assignment step vs training epoch with an L1 loss, MNIST {subset:,} images, m = {block_size}, batch 128")
+    print("| loss | cost source | real-feature cache s (once) | training s | assignment s | of which costs s | assignment / (training + assignment) |")
+    print("|---|---|---|---|---|---|---|")
+    sources = (
+        ("fresh, no banks", {"cost_outputs": "fresh", "feature_cache_gb": 0.0}),
+        ("fresh", {"cost_outputs": "fresh"}),
+        ("epoch", {"cost_outputs": "epoch"}),
+    )
+    for name, pixel in L1_LOSSES:
+        for label, args in sources:
+            times = epoch_times(data_dir, subset, lattice_dir, perceptual=None, pixel=pixel, block_size=block_size, **args)
+            print(epoch_row(f"{name} | {label}", times, costs=True), flush=True)
 
 
 def main() -> None:
@@ -132,6 +201,10 @@ def main() -> None:
     parser.add_argument("--pair-rows", type=int, default=16, help="rows timed pair by pair when m is larger")
     parser.add_argument("--block-size", type=int, default=256)
     parser.add_argument("--no-lpips-epoch", action="store_true", help="skip the (slow) LPIPS epochs of section 3")
+    parser.add_argument("--l1-subset", type=int, default=10_000, help="N of section 4 (first N MNIST images)")
+    parser.add_argument("--l1-sizes", type=int, nargs="+", default=[256, 2048], help="block sizes m of section 4a")
+    parser.add_argument("--l1-block-size", type=int, default=2048, help="block size m of section 4b")
+    parser.add_argument("--sections", type=int, nargs="+", default=[1, 2, 3, 4], help="which sections to run")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -143,10 +216,17 @@ def main() -> None:
     data = MNISTDataModule(data_dir=args.data_dir)
     data.prepare_data()
     data.setup("fit")
-    bench_costs(data.train_images()[: 2 * max(args.sizes)], args.sizes, args.pair_rows)
-    bench_lattice()
+    images = data.train_images()[: 2 * max(args.sizes + args.l1_sizes)]
+    if 1 in args.sections:
+        bench_costs(images, args.sizes, args.pair_rows)
+    if 2 in args.sections:
+        bench_lattice()
     with tempfile.TemporaryDirectory() as lattice_dir:
-        bench_assignment(args.data_dir, args.subset, args.block_size, lattice_dir, lpips=not args.no_lpips_epoch)
+        if 3 in args.sections:
+            bench_assignment(args.data_dir, args.subset, args.block_size, lattice_dir, lpips=not args.no_lpips_epoch)
+        if 4 in args.sections:
+            bench_l1_costs(images, args.l1_subset, args.l1_sizes)
+            bench_l1_assignment(args.data_dir, args.l1_subset, args.l1_block_size, lattice_dir)
 
 
 if __name__ == "__main__":

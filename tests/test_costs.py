@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from neurosql_pl import costs
 from neurosql_pl.costs import pairwise_l1, pairwise_sq_dists
 from neurosql_pl.losses import ReconstructionLoss
 
@@ -60,14 +62,30 @@ def test_l1_matches_brute_force():
     assert _rel_err(pairwise_l1(a, b, chunk_size=4), ref) <= 1e-5
 
 
+@pytest.mark.parametrize("tile_elements", [1, 500, 2**21])
+def test_l1_tiles_cover_every_pair_exactly_once(monkeypatch, tile_elements):
+    """The CPU path's tiles (≤ 256 columns, rows by L1_TILE_ELEMENTS) add up to the whole matrix,
+    whatever the tile size: one row per tile, ragged last tiles, one tile for all."""
+    monkeypatch.setattr(costs, "L1_TILE_ELEMENTS", tile_elements)
+    g = torch.Generator().manual_seed(12)
+    a, b = torch.randn(37, 30, generator=g), torch.randn(300, 30, generator=g)
+    ref = (a.double()[:, None, :] - b.double()[None, :, :]).abs().sum(-1)
+    assert _rel_err(pairwise_l1(a, b, chunk_size=16), ref) <= 1e-5
+    assert _rel_err(pairwise_l1(a.double(), b), ref) <= 1e-12
+    torch.testing.assert_close(pairwise_l1(a, b), torch.cdist(a, b, p=1.0), rtol=1e-5, atol=1e-4)
+
+
 def test_stacked_problems_equal_one_at_a_time():
     """(k, n, D) × (k, m, D) gives the k matrices that k separate calls give."""
     gen = torch.Generator().manual_seed(11)
     a, b = torch.randn(4, 6, 9, generator=gen), torch.randn(4, 5, 9, generator=gen) + 3.0
     stacked = pairwise_sq_dists(a, b, chunk_size=4)
+    stacked_l1 = pairwise_l1(a, b, chunk_size=4)
+    assert stacked_l1.shape == (4, 6, 5)
     for j in range(4):
         assert torch.allclose(stacked[j], pairwise_sq_dists(a[j], b[j]), rtol=1e-5, atol=1e-5)
         assert torch.allclose(stacked[j], torch.cdist(a[j], b[j]) ** 2, rtol=1e-4, atol=1e-4)
+        assert torch.allclose(stacked_l1[j], torch.cdist(a[j], b[j], p=1.0), rtol=1e-5, atol=1e-5)
 
 
 def test_bad_inputs_raise():
@@ -75,8 +93,8 @@ def test_bad_inputs_raise():
         pairwise_sq_dists(torch.zeros(3), torch.zeros(3, 1))
     with pytest.raises(ValueError, match=r"expected \(n, D\)"):
         pairwise_sq_dists(torch.zeros(2, 3, 4), torch.zeros(3, 3, 4))  # stacks of different k
-    with pytest.raises(ValueError, match="2-D"):
-        pairwise_l1(torch.zeros(2, 3, 4), torch.zeros(2, 3, 4))
+    with pytest.raises(ValueError, match=r"expected \(n, D\)"):
+        pairwise_l1(torch.zeros(2, 3, 4), torch.zeros(3, 3, 4))  # stacks of different k
     with pytest.raises(ValueError, match="feature dimensions differ"):
         pairwise_sq_dists(torch.zeros(3, 4), torch.zeros(2, 5))
     with pytest.raises(ValueError, match="chunk_size"):
@@ -91,15 +109,59 @@ def _pairwise_forward(loss: ReconstructionLoss, x: torch.Tensor, y: torch.Tensor
         return loss(xx, yy).view(n, m)
 
 
-@pytest.mark.parametrize("pixel", ["l2", "l1"])
+def _laplacian_l1_reference(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Σ_j mean |L_j(x) − L_j(y)| per pair, written out apart from the library: the pyramids of x and
+    y each (not of x − y), a 5×5 outer-product binomial kernel, odd sides replicated before 2×2 means."""
+    taps = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], dtype=torch.float64) / 16
+    kernel = torch.outer(taps, taps)
+
+    def pyramid(z: torch.Tensor) -> list[torch.Tensor]:
+        levels, g = [], z.double()
+        for _ in range(3):
+            c = g.shape[1]
+            blurred = F.conv2d(F.pad(g, (2, 2, 2, 2), mode="replicate"), kernel.expand(c, 1, 5, 5), groups=c)
+            levels.append(g - blurred)
+            g = F.pad(blurred, (0, blurred.shape[3] % 2, 0, blurred.shape[2] % 2), mode="replicate")
+            g = F.avg_pool2d(g, 2)
+        return levels + [g]
+
+    return sum((lx - ly).abs().flatten(1).mean(1) for lx, ly in zip(pyramid(x), pyramid(y)))
+
+
+def _pixel_reference(pixel: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    diff = (x - y).double().flatten(1)
+    if pixel == "l2":
+        return diff.square().mean(1)
+    return diff.abs().mean(1) if pixel == "l1" else _laplacian_l1_reference(x, y)
+
+
+@pytest.mark.parametrize("pixel", ["l2", "l1", "laplacian_l1"])
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 6, 5), (1, 28, 28)])
+def test_pixel_loss_is_its_formula(pixel, shape):
+    """forward(x, y) = b · pix(x, y) for each pixel term, against a reference written apart."""
+    loss = ReconstructionLoss(perceptual=None, pixel=pixel, pixel_weight=0.7)
+    x, y = _images(6, shape, seed=4), _images(6, shape, seed=5)
+    with torch.no_grad():
+        got = loss(x, y)
+    assert _rel_err(got, 0.7 * _pixel_reference(pixel, x, y)) <= 1e-5
+
+
+def test_laplacian_l1_of_a_constant_offset_is_the_offset():
+    """Band-pass levels of a constant image are 0 and its low-pass level is the constant, so a
+    constant offset c costs |c|, as in "l1" (the level weights are 1)."""
+    loss = ReconstructionLoss(perceptual=None, pixel="laplacian_l1")
+    x = _images(3, (1, 28, 28), seed=13) * 0.5
+    with torch.no_grad():
+        assert torch.allclose(loss(x, x + 0.3), torch.full((3,), 0.3), atol=1e-6)
+
+
+@pytest.mark.parametrize("pixel", ["l2", "l1", "laplacian_l1"])
 @pytest.mark.parametrize("shape", [(1, 8, 8), (3, 6, 5)])
 def test_pixel_cost_matrix_equals_pairwise_forward(pixel, shape):
     loss = ReconstructionLoss(perceptual=None, pixel=pixel, pixel_weight=0.7)
     x, y = _images(10, shape, seed=4), _images(7, shape, seed=5)
     ref = _pairwise_forward(loss, x, y)
-    # forward itself is the per-pixel mean of (x − y)² or |x − y|
-    diff = x[2] - y[5]
-    direct = 0.7 * (diff.square().mean() if pixel == "l2" else diff.abs().mean())
+    direct = 0.7 * _pixel_reference(pixel, x[2:3], y[5:6])
     assert abs(float(ref[2, 5]) - float(direct)) <= 1e-6
     got = loss.cost_matrix(x, y, chunk_size=3)
     assert got.shape == (10, 7)
@@ -117,11 +179,12 @@ def test_mse_cost_with_precomputed_features():
         loss.cost_matrix(None, y, x_features=feats[:, :10])
 
 
-def test_l1_cost_needs_images():
-    loss = ReconstructionLoss(perceptual=None, pixel="l1")
+@pytest.mark.parametrize("pixel", ["l1", "laplacian_l1"])
+def test_l1_cost_from_precomputed_features_needs_no_images(pixel):
+    """An L1 pixel term has features ψ too: cached features of x replace the images."""
+    loss = ReconstructionLoss(perceptual=None, pixel=pixel)
     x, y = _images(4, seed=8), _images(3, seed=9)
     feats = loss.features_batched(x)
-    assert feats.shape == (4, 0)
-    with pytest.raises(ValueError, match="l1"):
-        loss.cost_matrix(None, y, x_features=feats)
-    assert _rel_err(loss.cost_matrix(x, y, x_features=feats), _pairwise_forward(loss, x, y)) <= 1e-4
+    assert loss.feature_dims((1, 8, 8)) == ((0, 64) if pixel == "l1" else (0, 64 + 16 + 4 + 1))
+    assert feats.shape == (4, loss.feature_dim((1, 8, 8)))
+    assert _rel_err(loss.cost_matrix(None, y, x_features=feats), _pairwise_forward(loss, x, y)) <= 1e-4

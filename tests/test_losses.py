@@ -6,6 +6,7 @@ missing-weights path patches the download function.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import lpips
@@ -107,7 +108,7 @@ def test_gemm_cost_equals_stlpips_vgg_package():
     assert _rel_err(loss.cost_matrix(x, y), want) <= 1e-4
 
 
-@pytest.mark.parametrize("pixel", ["l2", "l1"])
+@pytest.mark.parametrize("pixel", ["l2", "l1", "laplacian_l1"])
 def test_combined_cost_equals_pairwise_forward(pixel):
     loss = ReconstructionLoss(perceptual="stlpips-alex", perceptual_weight=0.6, pixel=pixel, pixel_weight=2.5)
     x, y = _images(6, seed=9), _images(7, seed=10)
@@ -115,14 +116,43 @@ def test_combined_cost_equals_pairwise_forward(pixel):
     with torch.no_grad():
         want = loss(xx, yy).view(6, 7)
         lp = loss.perceptual.distance(xx, yy).view(6, 7)
-    d = (xx - yy).flatten(1)
-    pix = (d.square() if pixel == "l2" else d.abs()).mean(1).view(6, 7)
+        pix = ReconstructionLoss(perceptual=None, pixel=pixel)(xx, yy).view(6, 7)
     torch.testing.assert_close(want, 0.6 * lp + 2.5 * pix, rtol=1e-5, atol=1e-7)
     assert _rel_err(loss.cost_matrix(x, y, chunk_size=4), want) <= 1e-4
     feats = loss.features_batched(x)
-    expected_dim = 36288 + (3 * 32 * 32 if pixel == "l2" else 0)
-    assert feats.shape == (6, expected_dim) == (6, loss.feature_dim((3, 32, 32)))
-    assert _rel_err(loss.cost_matrix(x, y, x_features=feats), want) <= 1e-4
+    pixel_dims = {"l2": (3 * 32 * 32, 0), "l1": (0, 3 * 32 * 32), "laplacian_l1": (0, 3 * (1024 + 256 + 64 + 16))}
+    expected = (36288 + pixel_dims[pixel][0], pixel_dims[pixel][1])
+    assert loss.feature_dims((3, 32, 32)) == expected
+    assert feats.shape == (6, sum(expected)) == (6, loss.feature_dim((3, 32, 32)))
+    assert _rel_err(loss.cost_matrix(None, y, x_features=feats), want) <= 1e-4
+
+
+@functools.cache
+def _mixed_loss(pixel: str, perceptual: str | None) -> ReconstructionLoss:
+    torch.manual_seed(0)
+    return ReconstructionLoss(perceptual=perceptual, perceptual_weight=0.8, pixel=pixel, pixel_weight=1.7,
+                              pretrained_backbone=False)
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 28, 28), (1, 32, 32), (3, 32, 32)])
+@pytest.mark.parametrize("perceptual", [None, "lpips-alex"])
+@pytest.mark.parametrize("pixel", ["l2", "l1", "laplacian_l1"])
+def test_cost_matrix_is_the_loss_pair_by_pair(pixel, perceptual, shape):
+    """For every mix of terms, C[i, k] = loss(x_i, y_k), one pair per call: the GEMM part plus the
+    L1 part, from the images or from cached features of x, as one matrix or as a stack of blocks."""
+    loss = _mixed_loss(pixel, perceptual)
+    x, y = _images(3, shape, seed=14), _images(2, shape, seed=15)
+    with torch.no_grad():
+        want = torch.stack([torch.cat([loss(x[i : i + 1], y[k : k + 1]) for k in range(2)]) for i in range(3)])
+    assert float(want.min()) > 0
+    assert _rel_err(loss.cost_matrix(x, y, chunk_size=2), want) <= 1e-4
+    fx, fy = loss.features_batched(x), loss.features_batched(y)
+    assert _rel_err(loss.cost_matrix(None, y, x_features=fx), want) <= 1e-4
+    stacked = loss.cost_from_features(torch.stack([fx[:2], fx[1:]]), torch.stack([fy, fy]), shape)
+    assert _rel_err(stacked[0], want[:2]) <= 1e-4 and _rel_err(stacked[1], want[1:]) <= 1e-4
+    with torch.no_grad():
+        paired = loss.distance_from_features(fx[:2], fy, shape)
+    assert _rel_err(paired, want.diagonal()) <= 1e-4
 
 
 # ---------------------------------------------------------------------- input rules

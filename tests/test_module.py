@@ -100,7 +100,7 @@ def test_a_checkpoint_for_other_data_is_refused(tiny_mnist: Path, tmp_path: Path
         ({"solver": "auction"}, "solver"),
         ({"cost_outputs": "stale"}, "cost_outputs"),
         ({"cost_outputs": "epoch", "rho": 0.5}, "rho=1"),
-        ({"cost_outputs": "epoch", "pixel": "l1"}, "squared loss"),
+        ({"pixel": "l3"}, "pixel"),
     ],
 )
 def test_impossible_settings_are_refused(tmp_path: Path, overrides: dict, message: str) -> None:
@@ -108,9 +108,12 @@ def test_impossible_settings_are_refused(tmp_path: Path, overrides: dict, messag
         small_model(tmp_path, **overrides)
 
 
-def test_cached_real_features_give_the_training_loss_exactly(tiny_mnist: Path, tmp_path: Path) -> None:
-    """ℓ via the bank, ‖F(G(Ẑ_i)) − F(X_i)‖², equals the loss computed from the images."""
-    model = small_model(tmp_path, perceptual="lpips-alex", pretrained_backbone=False, feature_cache_gb=1.0)
+@pytest.mark.parametrize("pixel", ["l2", "laplacian_l1"])
+def test_cached_real_features_give_the_training_loss_exactly(tiny_mnist: Path, tmp_path: Path, pixel: str) -> None:
+    """ℓ via the bank, ‖F(G(Ẑ_i)) − F(X_i)‖² + ‖ψ(G(Ẑ_i)) − ψ(X_i)‖₁, equals the loss computed from the images."""
+    model = small_model(
+        tmp_path, perceptual="lpips-alex", pretrained_backbone=False, feature_cache_gb=1.0, pixel=pixel
+    )
     banks = KeepBanks()
     fit(model, tiny_mnist, tmp_path / "run", epochs=1, callbacks=[banks])
     assert banks.real_bank is not None and banks.real_bank.values.dtype == torch.float32
@@ -119,13 +122,14 @@ def test_cached_real_features_give_the_training_loss_exactly(tiny_mnist: Path, t
     datamodule.setup("fit")
     idx = torch.arange(10)
     fake = model.generator.eval()(model.latents[idx])
-    via_bank = (model.loss_fn.features(fake) - banks.real_bank.get(idx)).square().sum(1)
+    via_bank = model.loss_fn.distance_from_features(model.loss_fn.features(fake), banks.real_bank.get(idx), (1, 28, 28))
     direct = model.loss_fn(fake, datamodule.train_images()[idx])
     assert torch.allclose(via_bank, direct, rtol=1e-4, atol=1e-7)
 
 
-def test_epoch_outputs_are_reused_by_the_assignment(tiny_mnist: Path, tmp_path: Path) -> None:
-    model = small_model(tmp_path, cost_outputs="epoch")
+@pytest.mark.parametrize("pixel", ["l2", "laplacian_l1"])
+def test_epoch_outputs_are_reused_by_the_assignment(tiny_mnist: Path, tmp_path: Path, pixel: str) -> None:
+    model = small_model(tmp_path, cost_outputs="epoch", pixel=pixel)
     banks = KeepBanks()
     trainer = fit(model, tiny_mnist, tmp_path / "run", epochs=2, callbacks=[banks])
     assert trainer.callback_metrics["assign/frac_reused"] == 1.0  # every lattice point was seen in training
@@ -157,15 +161,17 @@ def fit_recording_costs(model: NeuroSQL, data_dir: Path, root: Path) -> tuple[li
     return recorded, banks
 
 
-def test_every_cost_source_gives_the_same_assignment(tiny_mnist: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("pixel", ["l2", "l1", "laplacian_l1"])
+def test_every_cost_source_gives_the_same_assignment(tiny_mnist: Path, tmp_path: Path, pixel: str) -> None:
     """Costs from recorded epoch outputs, from fresh passes with banks (float32 or float16), or
-    without banks are the same numbers, so the assignment step makes the same π and Ẑ.
+    without banks are the same numbers, so the assignment step makes the same π and Ẑ — for a
+    squared loss and for the L1 losses, whose banks hold ψ beside F.
 
     lr = 0 keeps the generator fixed through the epoch, and a generator without BatchNorm gives
     the same output for a code in training and in eval mode, so the features recorded by the
     training steps must equal the fresh ones for the same lattice points.
     """
-    settings = dict(lr=0.0, image_shape=(1, 28, 28), num_samples=64)
+    settings = dict(lr=0.0, image_shape=(1, 28, 28), num_samples=64, pixel=pixel)
     dim = small_model(tmp_path, **settings).loss_fn.feature_dim((1, 28, 28))
     fp16_budget = 3 * 64 * dim / 2**30  # 3 bytes per value: float16 fits, float32 does not
     runs = {  # name → (overrides, bank dtype, relative tolerance of the costs)

@@ -23,7 +23,6 @@ from torch import nn
 
 from .assignment import SOLVERS, pca_assignment, random_assignment
 from .assignment_callback import AssignmentCallback
-from .costs import pairwise_sq_dists
 from .feature_bank import FeatureBank
 from .images import ImageSource, trainer_images
 from .lattice import load_or_build_lattice
@@ -82,11 +81,13 @@ class NeuroSQL(L.LightningModule):
             lattice_reference / lattice_method / lattice_cache_dir: how the lattice is built
                 (see `lattice.py`); it is cached on disk by (N, d, reference, method, seed).
             feature_cache_gb: memory (GiB) for each in-memory feature bank: the real images'
-                loss features (computed once per fit, used by training and assignment) and, with
-                cost_outputs="epoch", the generated ones (see `feature_bank.py`); 0 disables them.
+                loss features [F, ψ] (computed once per fit, used by training and assignment) and,
+                with cost_outputs="epoch", the generated ones (see `feature_bank.py`); 0 disables them.
             cost_outputs: where the assignment's G(Q_k) come from: "fresh" (generator and loss
-                network passes at the epoch end) or "epoch" (features recorded by the training
-                steps of the epoch, needs rho=1 and a squared loss, pixel != "l1").
+                network passes at the epoch end) or "epoch" (the loss features recorded by the
+                training steps of the epoch, for every pixel term; needs rho=1). Either way the
+                cost is the training loss ℓ itself: a GEMM for its squared part, exact pairwise
+                L1 for its L1 part (pixel "l1" / "laplacian_l1").
             seed: seeds the lattice, the initial π and the assignment blocks.
             image_shape / num_samples: (C, H, W) and N; filled from the datamodule when None.
         """
@@ -105,10 +106,9 @@ class NeuroSQL(L.LightningModule):
             raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
         if cost_outputs not in ("fresh", "epoch"):
             raise ValueError(f"cost_outputs must be 'fresh' or 'epoch', got {cost_outputs!r}")
-        if cost_outputs == "epoch" and (rho != 1.0 or pixel == "l1"):
+        if cost_outputs == "epoch" and rho != 1.0:
             raise ValueError(
-                "cost_outputs='epoch' reuses G(Ẑ_i) = G(Q_π(i)) from training, which needs rho=1 and "
-                f"a squared loss (pixel 'l2' or None); got rho={rho}, pixel={pixel!r}"
+                f"cost_outputs='epoch' reuses G(Ẑ_i) = G(Q_π(i)) from training, which needs rho=1; got rho={rho}"
             )
         self.save_hyperparameters()
         self.loss_fn = ReconstructionLoss(
@@ -125,8 +125,8 @@ class NeuroSQL(L.LightningModule):
         self.register_buffer("initialized", torch.tensor(False))
         # Under DDP every rank updates these identically at epoch ends: never re-broadcast them.
         self._ddp_params_and_buffers_to_ignore = ["lattice", "assignment", "latents", "initialized"]
-        self.real_bank: FeatureBank | None = None  # F(X_i), rows = sample index
-        self.fake_bank: FeatureBank | None = None  # F(G(Q_k)), rows = lattice index
+        self.real_bank: FeatureBank | None = None  # [F, ψ](X_i), rows = sample index
+        self.fake_bank: FeatureBank | None = None  # [F, ψ](G(Q_k)), rows = lattice index
         if image_shape is not None and num_samples is not None:
             self._build(tuple(image_shape), int(num_samples))
 
@@ -201,8 +201,6 @@ class NeuroSQL(L.LightningModule):
         images_at(indices) gives the training images in [-1, 1] (`images.trainer_images` in a fit).
         """
         self.real_bank = self.fake_bank = None
-        if self.loss_fn.pixel == "l1":  # the L1 term is not a squared distance of features
-            return
         hp, n = self.hparams, self.num_samples
         dim = self.loss_fn.feature_dim(tuple(hp.image_shape))
         bank = FeatureBank.within_budget(n, dim, hp.feature_cache_gb)
@@ -252,9 +250,10 @@ class NeuroSQL(L.LightningModule):
         """batch = (images (B, C, H, W) in [-1, 1], dataset indices (B,)) → mean ℓ(X_i, G(Ẑ_i))."""
         x, idx = batch
         fake = self.generator(self.latents[idx])
-        if self.real_bank is not None:  # ℓ = ‖F(G(Ẑ_i)) − F(X_i)‖², F(X_i) cached
+        if self.real_bank is not None:  # ℓ from the features [F, ψ] of G(Ẑ_i) and the cached ones of X_i
             fake_features = self.loss_fn.features(fake)
-            per_sample = (fake_features - self.real_bank.get(idx, fake.device)).square().sum(dim=1)
+            real_features = self.real_bank.get(idx, fake.device)
+            per_sample = self.loss_fn.distance_from_features(fake_features, real_features, fake.shape[1:])
             if self.fake_bank is not None:
                 self.fake_bank.put(self.assignment[idx], fake_features)
         else:
@@ -293,7 +292,8 @@ class NeuroSQL(L.LightningModule):
         k, b = samples.shape
         if self.real_bank is not None:
             x = self.real_bank.get(samples.flatten(), self.device).view(k, b, -1)
-            return pairwise_sq_dists(x, self._generated_features(points.flatten()).view(k, b, -1))
+            y = self._generated_features(points.flatten()).view(k, b, -1)
+            return self.loss_fn.cost_from_features(x, y, tuple(self.hparams.image_shape))
         costs = []
         for s, p in zip(samples, points):
             fake = self._generate(self.lattice[p.to(self.device)])
@@ -302,7 +302,8 @@ class NeuroSQL(L.LightningModule):
 
     def costs_per_call(self, block_size: int) -> int:
         """How many blocks of `block_size` one `block_costs` call should take: with the feature
-        banks, as many as keep their stacked features under ~256 MiB (one batched GEMM); else 1."""
+        banks, as many as keep their stacked features under ~256 MiB (one batched GEMM and L1
+        pass); else 1."""
         if self.real_bank is None:
             return 1
         return max(1, 2**28 // (2 * block_size * self.real_bank.values.shape[1] * 4))
@@ -319,7 +320,7 @@ class NeuroSQL(L.LightningModule):
         return reused
 
     def _generated_features(self, points: torch.Tensor) -> torch.Tensor:
-        """Loss features F(G(Q_k)) (len(points), D): recorded this epoch where they are, else fresh."""
+        """Loss features [F, ψ](G(Q_k)) (len(points), D): recorded this epoch where they are, else fresh."""
         device, bank = self.device, self.fake_bank
         recorded = bank.filled[points] if bank is not None else torch.zeros(len(points), dtype=torch.bool)
         feats = torch.empty(len(points), self.real_bank.values.shape[1], device=device)
