@@ -12,7 +12,7 @@ CONFIGS = --config experiments/configs/trainer/default.yaml \
           --config experiments/configs/model/$(MODEL).yaml \
           --config experiments/configs/data/$(DATA).yaml
 
-.PHONY: help install train data eval compare scaling fewshot latent2d test test-all bench sweep agent sweep-dry clean
+.PHONY: help install train data eval compare ablate scaling fewshot latent2d test test-all bench sweep agent sweep-dry clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ compare: install  ## NeuroSQL vs VAE, GAN, DDPM on DATA, same wall time each, al
 
 fewshot: install  ## FID and pixel distance with N = 100…5000 training images per model (OUT=runs/fewshot/DATA)
 	$(PY) -m experiments.fewshot --data $(DATA) --out $(if $(filter runs/$(DATA),$(OUT)),runs/fewshot/$(DATA),$(OUT)) $(ARGS)
+
+ablate: install  ## NeuroSQL's quality levers one by one (+ VAE, GAN), same wall time each: FID vs time (OUT=runs/ablate/DATA)
+	$(PY) -m experiments.ablate --data $(DATA) --out $(if $(filter runs/$(DATA),$(OUT)),runs/ablate/$(DATA),$(OUT)) $(ARGS)
 
 latent2d: install  ## Figure 2: d = 2 NeuroSQL vs a 2-D VAE on MNIST, codes by digit + decoded grids (OUT=runs/latent2d)
 	$(PY) -m experiments.latent2d --out $(if $(filter runs/$(DATA),$(OUT)),runs/latent2d,$(OUT)) $(ARGS)

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from experiments.runner import (
-    MODELS, add_scoring_args, check_can_train, check_models, fit, markdown_table, script_main, script_parser,
-    trained_and_scored, write_csv,
+    MODELS, add_scoring_args, check_can_train, check_models, fit, markdown_table, max_time_flags, script_main,
+    script_parser, trained_and_scored, write_csv,
 )
 from neurosql_pl.run_folder import EvaluationError, dataset_images, epoch_times, heldout_dataset, run_datamodule
 
@@ -60,8 +60,7 @@ def train(label: str, args: argparse.Namespace, run_dir: Path) -> None:
         flags = [*flags, "--model.block_size", str(args.block_size)]
     budget = ["--trainer.max_epochs", str(args.max_epochs)]
     if args.budget == "time":
-        seconds = max(1, round(60 * args.minutes))
-        budget += ["--trainer.max_time", f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"]
+        budget += max_time_flags(args.minutes)
     fit(config, run_dir, args.data, args.data_dir, [*flags, *budget, *args.cli_args])
 
 

@@ -50,14 +50,16 @@ def script_parser(doc: str | None) -> argparse.ArgumentParser:
     )
 
 
-def add_scoring_args(p: argparse.ArgumentParser, n: int, force_help: str) -> None:
-    """--models, --n (samples scored per run), --features, --fid-method, --seed, --force, and the
-    extra LightningCLI flags after ``--``: the options every model-comparing script shares."""
-    p.add_argument("--models", nargs="+", default=list(MODELS), help=f"subset of {' '.join(MODELS)}")
+def add_scoring_args(p: argparse.ArgumentParser, n: int, force_help: str, models: bool = True) -> None:
+    """--models (unless ``models`` is False), --n (samples scored per run), --features, --fid-method,
+    --seed (of the scoring), --force, and the extra LightningCLI flags after ``--``: the options
+    every model-comparing script shares."""
+    if models:
+        p.add_argument("--models", nargs="+", default=list(MODELS), help=f"subset of {' '.join(MODELS)}")
     p.add_argument("--n", type=int, default=n, help="samples scored per run (and real images per set)")
     p.add_argument("--features", default="inception", choices=FEATURE_EXTRACTORS)
     p.add_argument("--fid-method", default="eigh", choices=FID_METHODS)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the scoring: samples drawn, real images chosen")
     p.add_argument("--force", action="store_true", help=force_help)
     p.add_argument("cli_args", nargs="*", help="after --: extra LightningCLI flags for every fit")
 
@@ -107,6 +109,12 @@ def fit(
         "--checkpoint.save_last", str(checkpoints).lower(), "--checkpoint.save_top_k", "0",
         *extra,
     ])
+
+
+def max_time_flags(minutes: float) -> list[str]:
+    """LightningCLI flags for a wall-time budget: ``--trainer.max_time DD:HH:MM:SS``."""
+    seconds = max(1, round(60 * minutes))
+    return ["--trainer.max_time", f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"]
 
 
 def run_state(run_dir: Path) -> str:

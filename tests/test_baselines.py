@@ -11,6 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
 import lightning as L
+from neurosql_pl import NeuroSQL
 from neurosql_pl.baselines import DDPM, GAN, VAE, count_parameters
 from neurosql_pl.baselines.ddpm import beta_schedule
 from neurosql_pl.cli import main
@@ -18,9 +19,9 @@ from neurosql_pl.networks import build_encoder, build_generator
 from neurosql_pl.run_folder import train_metrics
 
 CLASSES = {"vae": VAE, "gan": GAN, "ddpm": DDPM}
-TINY = {  # CLI overrides that make each model tiny
-    "vae": ["--model.generator_width", "8"],
-    "gan": ["--model.generator_width", "8"],
+TINY = {  # CLI overrides that make each model tiny (and the VAE and GAN with an EMA, the VAE with resize upsampling)
+    "vae": ["--model.generator_width", "8", "--model.ema_decay", "0.9", "--model.upsample", "resize"],
+    "gan": ["--model.generator_width", "8", "--model.ema_decay", "0.9"],
     "ddpm": ["--model.param_budget", "null", "--model.width", "8", "--model.timesteps", "20", "--model.sample_steps", "4"],
 }
 
@@ -80,6 +81,7 @@ def test_one_epoch_cli_fit_writes_run_outputs_and_the_checkpoint_round_trips(nam
     model = CLASSES[name].load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)  # plain tensors and values
     restored = model.state_dict()
     assert restored.keys() == ckpt["state_dict"].keys()
+    assert any(key.startswith("ema_") and key.endswith(".n_averaged") for key in restored)  # all three keep an EMA here
     for key, value in ckpt["state_dict"].items():
         assert torch.equal(restored[key], value), key
     out = model.sample(3, generator=torch.Generator().manual_seed(0))
@@ -112,14 +114,36 @@ def test_sample_shape_and_range(name: str, shape: tuple[int, int, int]) -> None:
     assert model.training  # sample() restores the training mode
 
 
-def test_baselines_share_neurosqls_generator() -> None:
+@pytest.mark.parametrize("upsample, parameters", [("transposed", 232_833), ("resize", 175_041)])
+def test_baselines_share_neurosqls_generator(upsample: str, parameters: int) -> None:
     shape = (1, 28, 28)
-    reference = build_generator("dcgan", 16, shape, 64)
-    for model in (VAE(image_shape=shape), GAN(image_shape=shape)):
-        net = model.decoder if isinstance(model, VAE) else model.generator
+    reference = build_generator("dcgan", 16, shape, 64, upsample=upsample)
+    neurosql = NeuroSQL(upsample=upsample, image_shape=shape, num_samples=2, perceptual=None, block_size=2)
+    for net in (neurosql.generator, VAE(image_shape=shape, upsample=upsample).decoder, GAN(image_shape=shape, upsample=upsample).generator):
         assert type(net) is type(reference)
-        assert [p.shape for p in net.parameters()] == [p.shape for p in reference.parameters()]
-    assert count_parameters(reference) == 232_833
+        assert [(n, p.shape) for n, p in net.named_parameters()] == [(n, p.shape) for n, p in reference.named_parameters()]
+    assert count_parameters(reference) == parameters
+
+
+@pytest.mark.parametrize("name", ["vae", "gan"])
+def test_vae_and_gan_sample_with_an_ema_updated_after_every_generator_step(name: str) -> None:
+    torch.manual_seed(0)
+    model = tiny_model(name, (1, 28, 28), ema_decay=0.9)
+    live = model.decoder if name == "vae" else model.generator
+    ema = model.ema_decoder if name == "vae" else model.ema_generator
+    trainer = fit_steps(model, torch.rand(16, 1, 28, 28) * 2 - 1, steps=4)  # the GAN: 2 steps per batch
+    generator_steps = 4 if name == "vae" else 2
+    assert trainer.global_step == 4 and int(ema.n_averaged) == 1 + generator_steps
+    assert not any(p.requires_grad for p in ema.parameters())
+    assert not torch.equal(ema.module.project[0].weight, live.project[0].weight)
+    z = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = ema.module(z)  # the EMA copy is always in eval mode
+    assert torch.equal(model.sample(3, generator=torch.Generator().manual_seed(0)), expected)
+    if name == "vae":  # reconstructions decode with the same (EMA) decoder as samples
+        x = torch.rand(2, 1, 28, 28) * 2 - 1
+        with torch.no_grad():
+            assert torch.equal(model.reconstruct_images(x), ema.module(model.eval().encode(x)[0]))
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (3, 64, 64)])
@@ -228,7 +252,7 @@ def test_ddpm_and_ddim_samplers_produce_in_range_images() -> None:
         model.sample(1, sampler="euler")
 
 
-def test_ddpm_training_lowers_the_loss_and_keeps_an_ema() -> None:
+def test_ddpm_training_lowers_the_loss_and_keeps_an_ema(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = DDPM(width=8, timesteps=20, lr=3e-3, ema_decay=0.9, image_shape=(1, 28, 28))
     x = (torch.rand(8, 1, 28, 28) > 0.7).float() * 2 - 1
@@ -240,15 +264,32 @@ def test_ddpm_training_lowers_the_loss_and_keeps_an_ema() -> None:
             return float(model.diffusion_loss(x))
 
     before = loss()
-    fit_steps(model, x, steps=30)
+    trainer = fit_steps(model, x, steps=30)
     assert loss() < before
     # the EMA copy moved away from the initial weights but lags the trained ones; it is what samples
     ema = list(model.ema_denoiser.parameters())
     assert all(not e.requires_grad for e in ema)
     assert any(not torch.equal(e, p0) for e, p0 in zip(ema, initial))
     assert any(not torch.equal(e, p) for e, p in zip(ema, model.denoiser.parameters()))
+    # one update after each optimiser step, its warm-up counted in steps: the same d_k as before
+    # the shared WeightEMA (k = global_step), so the averages are unchanged
+    assert int(model.ema_denoiser.n_averaged) == trainer.global_step + 1 == 31
     with_ema = model.sample(2, generator=torch.Generator().manual_seed(0))
-    model.denoiser.load_state_dict(model.ema_denoiser.state_dict())
+
+    # a checkpoint in the layout before WeightEMA (ema_denoiser.<key>, no n_averaged) still loads
+    path = tmp_path / "ddpm.ckpt"
+    trainer.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=False)
+    state = ckpt["state_dict"]
+    del state["ema_denoiser.n_averaged"]
+    for key in [k for k in state if k.startswith("ema_denoiser.module.")]:
+        state[key.replace("ema_denoiser.module.", "ema_denoiser.")] = state.pop(key)
+    torch.save(ckpt, path)
+    old = DDPM.load_from_checkpoint(path, map_location="cpu")
+    assert int(old.ema_denoiser.n_averaged) == 31
+    assert torch.equal(with_ema, old.sample(2, generator=torch.Generator().manual_seed(0)))
+
+    model.denoiser.load_state_dict(model.ema_denoiser.module.state_dict())
     model.ema_denoiser = None
     assert torch.equal(with_ema, model.sample(2, generator=torch.Generator().manual_seed(0)))
 
@@ -260,6 +301,9 @@ def test_bad_settings_are_refused() -> None:
         VAE(reconstruction="l1")
     with pytest.raises(ValueError, match="r1_gamma"):
         GAN(r1_gamma=-1)
+    for cls in (VAE, GAN, NeuroSQL):
+        with pytest.raises(ValueError, match="upsample must be one of"):
+            cls(upsample="bilinear")
     with pytest.raises(ValueError, match="sample_steps"):
         DDPM(timesteps=10, sample_steps=20)
     with pytest.raises(ValueError, match="schedule"):

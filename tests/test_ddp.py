@@ -34,6 +34,12 @@ def test_two_ranks_keep_identical_permutations_and_codes(tmp_path: Path) -> None
             assert torch.equal(r0[key], r1[key]), f"{key} differs between ranks after epoch {epoch}"
         for name, value in r0["generator"].items():
             assert torch.equal(value, r1["generator"][name]), f"generator {name} differs between ranks"
+        # the EMA's weights too; its BatchNorm statistics are rank 0's, like the live generator's:
+        # DDP broadcasts every buffer (the EMA's included) from rank 0 at each forward, so after
+        # the last step of an epoch the other ranks' are briefly their own
+        for name, value in r0["ema_generator"].items():
+            if "running_" not in name:
+                assert torch.equal(value, r1["ema_generator"][name]), f"ema_generator {name} differs between ranks"
         seen = torch.cat([r0["seen"], r1["seen"]])
         assert set(seen.tolist()) == set(range(67))  # the ranks together cover the data
         assert len(r0["seen"]) == len(r1["seen"]) == 34  # 67 padded to 68 by one duplicate

@@ -1,5 +1,6 @@
 """Resuming: a run stopped (cleanly or by Ctrl-C mid-epoch) and resumed from its last checkpoint
-continues exactly as an uninterrupted run does (deterministic mode)."""
+continues exactly as an uninterrupted run does (deterministic mode), the EMA of the generator's
+weights included."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class CtrlC(L.Callback):
 def run(data_dir: Path, root: Path, epochs: int, seed: int, ckpt: Path | None = None, callbacks=()) -> NeuroSQL:
     L.seed_everything(seed)
     model = NeuroSQL(
-        latent_dim=4, generator_width=8, block_size=16, rho=0.5, perceptual=None, pixel="l2",
+        latent_dim=4, generator_width=8, block_size=16, rho=0.5, perceptual=None, pixel="l2", ema_decay=0.9,
         lattice_cache_dir=str(root.parent / "lattices"),
     )
     trainer = L.Trainer(
@@ -62,3 +63,6 @@ def test_resumed_run_equals_uninterrupted_run(stop: str, tiny_mnist: Path, tmp_p
         assert torch.equal(getattr(resumed, name), getattr(uninterrupted, name)), name
     for (key, a), (_, b) in zip(uninterrupted.generator.state_dict().items(), resumed.generator.state_dict().items()):
         assert torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-6), key
+    assert int(resumed.ema_generator.n_averaged) == int(uninterrupted.ema_generator.n_averaged) == 1 + 16
+    for (key, a), (_, b) in zip(uninterrupted.ema_generator.state_dict().items(), resumed.ema_generator.state_dict().items()):
+        assert torch.equal(a, b), key

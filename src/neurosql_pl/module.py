@@ -7,6 +7,12 @@ and the lattice Q (N, d) itself. `training_step` minimises ℓ(X_i, G(Ẑ_i)) ov
 the epoch-boundary `AssignmentCallback` (returned by `configure_callbacks`) updates π and Ẑ,
 scoring its blocks with `block_costs`: the module owns the loss, the feature banks and
 where the assignment's G(Q_k) come from (`cost_outputs`). New images come from z ~ N(0, I_d).
+
+Two generators, with `ema_decay` > 0: `generator` is the live one, the one training and the
+assignment use (the assignment must match what training optimises); `ema_generator` is an
+exponential moving average of its weights (`training_utils.WeightEMA`, updated after every
+optimiser step, in the checkpoint), and it is what `sample`, `reconstruct` and `interpolate`
+draw from. With ema_decay = 0 (the default) there is only `generator`.
 """
 
 from __future__ import annotations
@@ -27,8 +33,8 @@ from .feature_bank import FeatureBank
 from .images import ImageSource, trainer_images
 from .lattice import load_or_build_lattice
 from .losses import ReconstructionLoss
-from .networks import build_generator
-from .training_utils import check_finite_loss, eval_mode
+from .networks import build_generator, check_upsample
+from .training_utils import WeightEMA, check_ema_decay, check_finite_loss, eval_mode, match_ema_state, sampling_network, update_ema
 
 BATCH = 512  # images per generator / loss-network pass outside training (feature banks, costs, sampling)
 
@@ -45,6 +51,7 @@ class NeuroSQL(L.LightningModule):
         latent_dim: int = 16,
         generator: str = "dcgan",
         generator_width: int = 64,
+        upsample: str = "transposed",
         lr: float = 2e-3,
         betas: tuple[float, float] = (0.5, 0.999),
         rho: float = 1.0,
@@ -62,6 +69,7 @@ class NeuroSQL(L.LightningModule):
         lattice_cache_dir: str | None = None,
         feature_cache_gb: float = 6.0,
         cost_outputs: str = "fresh",
+        ema_decay: float = 0.0,
         seed: int = 0,
         image_shape: tuple[int, int, int] | None = None,
         num_samples: int | None = None,
@@ -70,6 +78,9 @@ class NeuroSQL(L.LightningModule):
         Args:
             latent_dim: d, the dimension of the codes and of the lattice.
             generator / generator_width: generator architecture (see `networks.py`) and width.
+            upsample: how the generator doubles the resolution: "transposed" (stride-2
+                transposed convolutions, as DCGAN) or "resize" (nearest ×2 then a 3×3
+                convolution, no checkerboard artefacts); see `networks.py`.
             lr / betas: Adam settings of the generator.
             rho: momentum ρ ∈ (0, 1] of the code update Ẑ ← ρ·Q_π + (1−ρ)·Ẑ (1 = jump to Q_π).
             block_size: m, the local assignment size (2 ≤ m; m ≥ N means one global assignment).
@@ -88,12 +99,20 @@ class NeuroSQL(L.LightningModule):
                 training steps of the epoch, for every pixel term; needs rho=1). Either way the
                 cost is the training loss ℓ itself: a GEMM for its squared part, exact pairwise
                 L1 for its L1 part (pixel "l1" / "laplacian_l1").
+            ema_decay: decay d ∈ [0, 1) of an exponential moving average of the generator's
+                weights (and BatchNorm statistics), updated after every optimiser step with a
+                warm-up (see `training_utils.WeightEMA`); 0 = off, typically 0.999. `sample`,
+                `reconstruct` and `interpolate` use the averaged generator; training and the
+                assignment keep the live one. It is saved in checkpoints; a checkpoint without
+                one starts it from the checkpoint's generator weights.
             seed: seeds the lattice, the initial π and the assignment blocks.
             image_shape / num_samples: (C, H, W) and N; filled from the datamodule when None.
         """
         super().__init__()
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+        check_upsample(upsample)
+        check_ema_decay(ema_decay)
         if not 0.0 < rho <= 1.0:
             raise ValueError(f"rho must be in (0, 1], got {rho}")
         if block_size < 2:
@@ -119,6 +138,7 @@ class NeuroSQL(L.LightningModule):
             pretrained_backbone=pretrained_backbone,
         )
         self.generator: nn.Module | None = None
+        self.ema_generator: WeightEMA | None = None  # with ema_decay > 0: the generator sample() uses
         self.register_buffer("lattice", torch.empty(0, latent_dim))
         self.register_buffer("assignment", torch.empty(0, dtype=torch.long))
         self.register_buffer("latents", torch.empty(0, latent_dim))
@@ -135,8 +155,10 @@ class NeuroSQL(L.LightningModule):
         """Create the generator and the (N, d) per-sample buffers (values set in `on_fit_start`)."""
         if num_samples < 2:
             raise ValueError(f"NeuroSQL needs at least 2 training samples, got {num_samples}")
-        d = self.hparams.latent_dim
-        self.generator = build_generator(self.hparams.generator, d, image_shape, self.hparams.generator_width)
+        hp = self.hparams
+        d = hp.latent_dim
+        self.generator = build_generator(hp.generator, d, image_shape, hp.generator_width, hp.upsample)
+        self.ema_generator = WeightEMA.of(self.generator, hp.ema_decay)
         self.lattice = torch.zeros(num_samples, d)
         self.assignment = torch.arange(num_samples)
         self.latents = torch.zeros(num_samples, d)
@@ -217,7 +239,8 @@ class NeuroSQL(L.LightningModule):
         checkpoint["rng_states"] = rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Allocate buffers of the checkpoint's sizes before its state dict is loaded; restore RNGs."""
+        """Allocate buffers of the checkpoint's sizes before its state dict is loaded; restore RNGs;
+        fit its EMA weights to this model's ema_decay (`training_utils.match_ema_state`)."""
         if "rng_states" in checkpoint and self._trainer is not None:
             set_rng_states(checkpoint["rng_states"])
         state = checkpoint["state_dict"]
@@ -240,10 +263,11 @@ class NeuroSQL(L.LightningModule):
                 f"checkpoint holds per-sample state for N={n} images but the data has N={self.num_samples}; "
                 "resume with the same dataset and subset as the checkpoint"
             )
+        match_ema_state(checkpoint, "ema_generator", "generator", self.ema_generator)
 
     # ---------------------------------------------------------------- training
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """Codes (B, d) → images (B, C, H, W) in [-1, 1]."""
+        """Codes (B, d) → images (B, C, H, W) in [-1, 1] by the live generator (the one trained)."""
         return self.generator(z)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -265,6 +289,11 @@ class NeuroSQL(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.generator.parameters(), lr=self.hparams.lr, betas=tuple(self.hparams.betas))
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The generator's optimiser step, then the EMA update (when ema_decay > 0)."""
+        super().optimizer_step(*args, **kwargs)
+        update_ema(self.ema_generator, self.generator)
 
     def configure_callbacks(self) -> list[L.Callback]:
         hp = self.hparams
@@ -332,27 +361,35 @@ class NeuroSQL(L.LightningModule):
         return feats
 
     # ---------------------------------------------------------------- using the model
+    # sample, reconstruct and interpolate use the EMA generator when there is one (ema_decay > 0)
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n new images from z ~ N(0, I_d): (n, C, H, W) in [-1, 1]."""
+        """n new images G(z) from z ~ N(0, I_d): (n, C, H, W) in [-1, 1]."""
         z = torch.randn(n, self.hparams.latent_dim, generator=generator).to(self.device)
-        return self._generate(z)
+        return self._generate(z, self.sampling_generator)
 
     @torch.no_grad()
     def reconstruct(self, idx: torch.Tensor) -> torch.Tensor:
         """G(Ẑ_i) for dataset indices idx (B,): (B, C, H, W) in [-1, 1]."""
-        return self._generate(self.latents[idx.to(self.latents.device)])
+        return self._generate(self.latents[idx.to(self.latents.device)], self.sampling_generator)
 
     @torch.no_grad()
     def interpolate(self, a: int, b: int, steps: int = 8) -> torch.Tensor:
         """Images along the straight line from Ẑ_a to Ẑ_b (endpoints included): (steps, C, H, W)."""
         t = torch.linspace(0, 1, steps, device=self.latents.device)[:, None]
-        return self._generate((1 - t) * self.latents[a] + t * self.latents[b])
+        return self._generate((1 - t) * self.latents[a] + t * self.latents[b], self.sampling_generator)
 
-    def _generate(self, z: torch.Tensor) -> torch.Tensor:
-        """G(z) for codes (B, d), BATCH at a time, in eval mode."""
-        with eval_mode(self.generator):
-            return torch.cat([self.generator(chunk) for chunk in z.split(BATCH)])
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """The generator `sample`, `reconstruct` and `interpolate` use: the EMA's when ema_decay > 0."""
+        return sampling_network(self.ema_generator, self.generator)
+
+    def _generate(self, z: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
+        """net(z) for codes (B, d), BATCH at a time, in eval mode; net = the live generator by
+        default (the assignment's G(Q_k))."""
+        net = self.generator if net is None else net
+        with eval_mode(net):
+            return torch.cat([net(chunk) for chunk in z.split(BATCH)])
 
 
 def rng_states() -> dict[str, Any]:

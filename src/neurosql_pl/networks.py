@@ -10,6 +10,16 @@ s₀×s₀ map, then stride-2 transposed convolutions (BatchNorm + ReLU) that do
 resolution and halve the width, the last one to the output channels, then tanh.
 s₀ ∈ {4, …, 7} is chosen so that s₀·2^k equals the image size (28 = 7·2², 32 = 4·2³, 64 = 4·2⁴).
 
+Both generators double the resolution with `upsample` (`UPSAMPLES`):
+  "transposed": a stride-2 4×4 transposed convolution (padding 1), as DCGAN;
+  "resize":     nearest-neighbour ×2 upsampling, then a 3×3 convolution (padding 1) with the
+                same widths (Odena et al. 2016, "Deconvolution and checkerboard artifacts").
+A stride-2 transposed convolution gives the output pixels of each parity class their own
+kernel taps, so even a flat input comes out as a period-2 pattern unless the taps happen to
+balance: the checkerboard. Resize-convolution treats all pixels alike: a flat input stays flat
+away from the borders, whatever the weights. It has 9/16 of the transposed layers' weights
+(width 64, d = 16, 1×28×28: 175,041 parameters against 232,833).
+
 `DCGANEncoder` is its mirror image (stride-2 convolutions down to s₀×s₀, then a linear layer);
 the baselines use it as the VAE's encoder and the GAN's discriminator (`build_encoder`).
 """
@@ -18,6 +28,23 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+UPSAMPLES = ("transposed", "resize")
+
+
+def check_upsample(upsample: str) -> None:
+    """ValueError unless `upsample` is one of `UPSAMPLES`."""
+    if upsample not in UPSAMPLES:
+        raise ValueError(f"upsample must be one of {UPSAMPLES}, got {upsample!r}")
+
+
+def upsample2x(c_in: int, c_out: int, upsample: str, bias: bool = True) -> nn.Module:
+    """A layer (B, c_in, S, S) → (B, c_out, 2S, 2S): "transposed" or "resize" (see the module doc)."""
+    check_upsample(upsample)
+    if upsample == "transposed":
+        return nn.ConvTranspose2d(c_in, c_out, kernel_size=4, stride=2, padding=1, bias=bias)
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, padding=1, bias=bias))
 
 
 def _coarse_size(image_size: int) -> tuple[int, int]:
@@ -37,10 +64,13 @@ class DCGANGenerator(nn.Module):
     """DCGAN generator: (B, latent_dim) codes → (B, channels, image_size, image_size) in [-1, 1].
 
     `width` is the channel count of the last hidden layer; the coarsest map has width·2^(k-1)
-    channels. width=64 at 28 px (128@7² → 64@14² → C@28²) has ≈0.23 M parameters.
+    channels. width=64 at 28 px (128@7² → 64@14² → C@28²) has ≈0.23 M parameters
+    (upsample="transposed"; ≈0.18 M with "resize").
     """
 
-    def __init__(self, latent_dim: int, image_size: int = 28, channels: int = 1, width: int = 32) -> None:
+    def __init__(
+        self, latent_dim: int, image_size: int = 28, channels: int = 1, width: int = 32, upsample: str = "transposed"
+    ) -> None:
         super().__init__()
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
@@ -61,13 +91,13 @@ class DCGANGenerator(nn.Module):
         c = top
         for _ in range(steps - 1):
             blocks += [
-                nn.ConvTranspose2d(c, c // 2, kernel_size=4, stride=2, padding=1, bias=False),
+                upsample2x(c, c // 2, upsample, bias=False),
                 nn.BatchNorm2d(c // 2),
                 nn.ReLU(inplace=True),
             ]
             c //= 2
         self.upsample = nn.Sequential(*blocks)
-        self.to_image = nn.Sequential(nn.ConvTranspose2d(c, channels, kernel_size=4, stride=2, padding=1), nn.Tanh())
+        self.to_image = nn.Sequential(upsample2x(c, channels, upsample), nn.Tanh())
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """z: (B, latent_dim) → images (B, channels, image_size, image_size) in [-1, 1]."""
@@ -153,10 +183,13 @@ class UNetGenerator(nn.Module):
     """U-Net generator: (B, latent_dim) → (B, channels, image_size, image_size) in [-1, 1].
 
     image_size must be a multiple of 16 (32, 64, 128, …). Channel widths: `width` at the
-    coarse map (size/4), 2·width and 4·width on the way down; width/2 at full size.
+    coarse map (size/4), 2·width and 4·width on the way down; width/2 at full size. `upsample`
+    is how its four ×2 upsamplings are done (see the module doc).
     """
 
-    def __init__(self, latent_dim: int, image_size: int = 64, channels: int = 1, width: int = 64) -> None:
+    def __init__(
+        self, latent_dim: int, image_size: int = 64, channels: int = 1, width: int = 64, upsample: str = "transposed"
+    ) -> None:
         super().__init__()
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
@@ -172,14 +205,14 @@ class UNetGenerator(nn.Module):
         self.enc0 = _conv_block(w, w)  # coarse
         self.enc1 = _conv_block(w, 2 * w)  # coarse / 2
         self.mid = _conv_block(2 * w, 4 * w)  # coarse / 4
-        self.up1 = nn.ConvTranspose2d(4 * w, 2 * w, 4, stride=2, padding=1)
+        self.up1 = upsample2x(4 * w, 2 * w, upsample)
         self.dec1 = _conv_block(4 * w, 2 * w)  # [up, skip enc1]
-        self.up0 = nn.ConvTranspose2d(2 * w, w, 4, stride=2, padding=1)
+        self.up0 = upsample2x(2 * w, w, upsample)
         self.dec0 = _conv_block(2 * w, w)  # [up, skip enc0]
         half = max(w // 2, 2)
         self.to_full = nn.Sequential(
-            nn.ConvTranspose2d(w, w, 4, stride=2, padding=1), nn.GroupNorm(min(8, w), w), nn.SiLU(),
-            nn.ConvTranspose2d(w, half, 4, stride=2, padding=1), nn.GroupNorm(min(8, half), half), nn.SiLU(),
+            upsample2x(w, w, upsample), nn.GroupNorm(min(8, w), w), nn.SiLU(),
+            upsample2x(w, half, upsample), nn.GroupNorm(min(8, half), half), nn.SiLU(),
             nn.Conv2d(half, channels, 3, padding=1), nn.Tanh(),
         )
         self.down = nn.AvgPool2d(2)
@@ -199,11 +232,13 @@ class UNetGenerator(nn.Module):
 GENERATORS = {"dcgan": DCGANGenerator, "unet": UNetGenerator}
 
 
-def build_generator(name: str, latent_dim: int, image_shape: tuple[int, int, int], width: int) -> nn.Module:
-    """Generator by name for images of shape (C, H, W) with H == W."""
+def build_generator(
+    name: str, latent_dim: int, image_shape: tuple[int, int, int], width: int, upsample: str = "transposed"
+) -> nn.Module:
+    """Generator by name for images of shape (C, H, W) with H == W; `upsample`: see the module doc."""
     if name not in GENERATORS:
         raise ValueError(f"unknown generator {name!r}; choose one of {sorted(GENERATORS)}")
     channels, height, width_px = image_shape
     if height != width_px:
         raise ValueError(f"square images expected, got image_shape={tuple(image_shape)}")
-    return GENERATORS[name](latent_dim=latent_dim, image_size=height, channels=channels, width=width)
+    return GENERATORS[name](latent_dim=latent_dim, image_size=height, channels=channels, width=width, upsample=upsample)

@@ -3,7 +3,7 @@
     python tests/helpers/ddp_fit.py DATA_DIR OUT_DIR [EPOCHS]
 
 Lightning's "ddp" strategy starts the second rank by re-running this script. Each rank writes
-OUT_DIR/rank{r}_epoch{e}.pt after every assignment (π, Ẑ, the generator and the indices it
+OUT_DIR/rank{r}_epoch{e}.pt after every assignment (π, Ẑ, the generator, its EMA and the indices it
 trained on in that epoch, and π, Ẑ as they were before the assignment); tests/test_ddp.py
 compares the ranks, and replays each assignment in one process.
 """
@@ -20,7 +20,7 @@ from neurosql_pl.datamodules import MNISTDataModule
 from neurosql_pl import NeuroSQL
 
 
-MODEL = dict(latent_dim=4, generator_width=8, block_size=8, perceptual=None, pixel="l2", rho=0.5)
+MODEL = dict(latent_dim=4, generator_width=8, block_size=8, perceptual=None, pixel="l2", rho=0.5, ema_decay=0.9)
 
 
 class StateRecorder(L.Callback):
@@ -49,6 +49,7 @@ class StateRecorder(L.Callback):
             "lattice": pl_module.lattice.cpu().clone(),
             "seen": torch.cat(self.seen),
             "generator": {k: v.cpu().clone() for k, v in pl_module.generator.state_dict().items()},
+            "ema_generator": {k: v.cpu().clone() for k, v in pl_module.ema_generator.state_dict().items()},
             "before": self.before,
         }
         torch.save(state, self.out / f"rank{trainer.global_rank}_epoch{trainer.current_epoch}.pt")

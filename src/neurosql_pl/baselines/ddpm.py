@@ -18,8 +18,9 @@ The predicted x̂_0 is clipped to [-1, 1] at every step (`clip_denoised`), and t
 clamped to [-1, 1].
 
 EMA: with `ema_decay` > 0 the module keeps an exponential moving average of the denoiser's
-weights (`ema_denoiser`, updated after every optimiser step with a warm-up, in the
-checkpoint), and samples with it, as Ho et al. do (they use 0.9999 over 800k steps; 0.999 suits a few thousand steps).
+weights (`ema_denoiser`, a `training_utils.WeightEMA` as NeuroSQL's, updated after every
+optimiser step with a warm-up, in the checkpoint), and samples with it, as Ho et al. do
+(they use 0.9999 over 800k steps; 0.999 suits a few thousand steps).
 It is a copy of the same network, not extra capacity: the parameter budget counts `denoiser` only.
 
 Budget matching (the comparison the paper calls "budget-matched"): `param_budget` picks the
@@ -34,14 +35,13 @@ matched: a DDPM epoch costs more per parameter (a U-Net at full resolution) and 
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
 from torch.nn import functional as F
 
 from ..networks import build_generator
-from ..training_utils import check_finite_loss, eval_mode
+from ..training_utils import WeightEMA, check_ema_decay, check_finite_loss, eval_mode, match_ema_state, sampling_network, update_ema
 from .common import ImageModelBase
 from .unet_denoiser import UNetDenoiser, count_parameters, width_for_budget
 
@@ -127,15 +127,14 @@ class DDPM(ImageModelBase):
             raise ValueError(f"sample_steps must be in 1..timesteps={timesteps}, got {sample_steps}")
         if ddim_eta < 0:
             raise ValueError(f"ddim_eta must be >= 0, got {ddim_eta}")
-        if not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        check_ema_decay(ema_decay)
         betas_t = beta_schedule(schedule, timesteps)
         self.save_hyperparameters()
         alpha_bar = torch.cumprod(1 - betas_t, dim=0)
         # float64 schedule, stored as float32 buffers (moved with the module, in the checkpoint)
         self.register_buffer("alpha_bar", alpha_bar.float())
         self.denoiser: UNetDenoiser | None = None
-        self.ema_denoiser: UNetDenoiser | None = None
+        self.ema_denoiser: WeightEMA | None = None
         if image_shape is not None:
             self._build_for(image_shape)
 
@@ -150,8 +149,7 @@ class DDPM(ImageModelBase):
             width = width_for_budget(budget, size, channels, tuple(hp.channel_mults), hp.num_res_blocks)
             hp.width = width  # the resolved width, for the record (rebuilding resolves it the same way)
         self.denoiser = UNetDenoiser(size, channels, width, tuple(hp.channel_mults), hp.num_res_blocks)
-        if hp.ema_decay > 0:
-            self.ema_denoiser = copy.deepcopy(self.denoiser).requires_grad_(False).eval()
+        self.ema_denoiser = WeightEMA.of(self.denoiser, hp.ema_decay)
 
     @property
     def timesteps(self) -> int:
@@ -184,25 +182,14 @@ class DDPM(ImageModelBase):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.denoiser.parameters(), lr=self.hparams.lr, betas=tuple(self.hparams.betas))
 
-    @torch.no_grad()
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        """EMA update θ_ema ← d·θ_ema + (1 − d)·θ after each optimiser step (buffers copied), with
-        the usual warm-up d = min(ema_decay, (1 + k)/(10 + k)) at the k-th update (k = global_step),
-        so that the average forgets the random initial weights in short runs."""
-        if self.ema_denoiser is None:
-            return
-        k = self.global_step
-        decay = min(float(self.hparams.ema_decay), (1 + k) / (10 + k))
-        for ema, param in zip(self.ema_denoiser.parameters(), self.denoiser.parameters()):
-            ema.lerp_(param, 1.0 - decay)
-        for ema, buffer in zip(self.ema_denoiser.buffers(), self.denoiser.buffers()):
-            ema.copy_(buffer)
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """The optimiser step, then the EMA update θ_ema ← d·θ_ema + (1 − d)·θ with the warm-up
+        d = min(ema_decay, (1 + k)/(10 + k)) at the k-th step (see `training_utils.WeightEMA`)."""
+        super().optimizer_step(*args, **kwargs)
+        update_ema(self.ema_denoiser, self.denoiser)
 
-    def train(self, mode: bool = True) -> DDPM:
-        super().train(mode)
-        if self.ema_denoiser is not None:
-            self.ema_denoiser.eval()  # never trained, never in training mode
-        return self
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        match_ema_state(checkpoint, "ema_denoiser", "denoiser", self.ema_denoiser)
 
     # ---------------------------------------------------------------- sampling
     def sampling_timesteps(self, steps: int | None = None) -> list[int]:
@@ -237,7 +224,7 @@ class DDPM(ImageModelBase):
 
         x = randn()
         alpha_bar = self.alpha_bar.double()
-        net = self.ema_denoiser if self.ema_denoiser is not None else self.denoiser
+        net = sampling_network(self.ema_denoiser, self.denoiser)
         with eval_mode(net):
             for i in reversed(range(len(tau))):
                 t = tau[i]

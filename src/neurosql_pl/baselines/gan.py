@@ -1,9 +1,11 @@
 """DCGAN baseline (Radford et al. 2016) with NeuroSQL's own generator.
 
-Generator: `networks.build_generator(generator, latent_dim, image_shape, generator_width)`,
-the SAME network NeuroSQL trains. Discriminator: `networks.DCGANEncoder` with one output (a
-logit): stride-2 4×4 convolutions with LeakyReLU(0.2), BatchNorm after all but the first
-(`disc_norm`), optionally spectrally normalised (`spectral_norm`).
+Generator: `networks.build_generator(generator, latent_dim, image_shape, generator_width,
+upsample)`, the SAME network NeuroSQL trains; with `ema_decay` > 0 `sample` uses an
+exponential moving average of its weights (`training_utils.WeightEMA`, updated after every
+generator step). Discriminator: `networks.DCGANEncoder` with one output (a logit): stride-2
+4×4 convolutions with LeakyReLU(0.2), BatchNorm after all but the first (`disc_norm`),
+optionally spectrally normalised (`spectral_norm`).
 
 Training (manual optimisation, as Lightning 2.x needs for two optimisers): per batch, one
 discriminator step, then one generator step on the same fakes, with the non-saturating loss
@@ -22,8 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..networks import build_encoder, build_generator
-from ..training_utils import check_finite_loss, eval_mode
+from ..networks import build_encoder, build_generator, check_upsample
+from ..training_utils import WeightEMA, check_ema_decay, check_finite_loss, eval_mode, match_ema_state, sampling_network, update_ema
 from .common import ImageModelBase
 
 
@@ -35,6 +37,7 @@ class GAN(ImageModelBase):
         latent_dim: int = 16,
         generator: str = "dcgan",
         generator_width: int = 64,
+        upsample: str = "transposed",
         disc_width: int | None = None,
         disc_norm: str = "batch",
         spectral_norm: bool = False,
@@ -42,18 +45,21 @@ class GAN(ImageModelBase):
         lr_g: float = 2e-4,
         lr_d: float = 2e-4,
         betas: tuple[float, float] = (0.5, 0.999),
+        ema_decay: float = 0.0,
         image_shape: tuple[int, int, int] | None = None,
     ) -> None:
         """
         Args:
             latent_dim: d, the dimension of z ~ N(0, I_d) (as NeuroSQL's latent_dim).
-            generator / generator_width: the generator, built exactly as NeuroSQL's.
+            generator / generator_width / upsample: the generator, built exactly as NeuroSQL's.
             disc_width: width of the discriminator's first convolution (doubling at each
                 stride-2 step); None = generator_width.
             disc_norm: "batch" (DCGAN) or "none" (usual with spectral_norm or R1).
             spectral_norm: spectrally normalise every discriminator layer.
             r1_gamma: γ ≥ 0 of the R1 penalty γ/2·E‖∇_x D(x)‖² on real images (0 = off).
             lr_g / lr_d / betas: Adam settings of the generator and of the discriminator.
+            ema_decay: decay of the EMA of the generator's weights that `sample` uses (0 = off),
+                as NeuroSQL's.
             image_shape: (C, H, W); taken from the datamodule when None.
         """
         super().__init__()
@@ -63,16 +69,20 @@ class GAN(ImageModelBase):
             raise ValueError(f"r1_gamma must be >= 0, got {r1_gamma}")
         if disc_norm not in ("batch", "none"):
             raise ValueError(f"disc_norm must be 'batch' or 'none', got {disc_norm!r}")
+        check_upsample(upsample)
+        check_ema_decay(ema_decay)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.generator: nn.Module | None = None
+        self.ema_generator: WeightEMA | None = None
         self.discriminator: nn.Module | None = None
         if image_shape is not None:
             self._build_for(image_shape)
 
     def _build(self, image_shape: tuple[int, int, int]) -> None:
         hp = self.hparams
-        self.generator = build_generator(hp.generator, hp.latent_dim, image_shape, hp.generator_width)
+        self.generator = build_generator(hp.generator, hp.latent_dim, image_shape, hp.generator_width, hp.upsample)
+        self.ema_generator = WeightEMA.of(self.generator, hp.ema_decay)
         self.discriminator = build_encoder(
             image_shape, 1, hp.disc_width or hp.generator_width, norm=hp.disc_norm, spectral_norm=hp.spectral_norm
         )
@@ -117,6 +127,7 @@ class GAN(ImageModelBase):
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)
             opt_g.step()
+        update_ema(self.ema_generator, self.generator)
 
         d_loss = d_terms["loss"].detach()
         total = d_loss + g_loss.detach()
@@ -136,9 +147,13 @@ class GAN(ImageModelBase):
             torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr_d, betas=tuple(hp.betas)),
         ]
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        match_ema_state(checkpoint, "ema_generator", "generator", self.ema_generator)
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n new images G(z), z ~ N(0, I_d): (n, C, H, W) in [-1, 1]."""
+        """n new images G(z), z ~ N(0, I_d): (n, C, H, W) in [-1, 1] (G: the EMA generator when ema_decay > 0)."""
         z = torch.randn(n, self.hparams.latent_dim, generator=generator).to(self.device)
-        with eval_mode(self.generator):
-            return self.generator(z)
+        net = sampling_network(self.ema_generator, self.generator)
+        with eval_mode(net):
+            return net(z)

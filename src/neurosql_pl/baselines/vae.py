@@ -2,8 +2,11 @@
 
 Encoder: `networks.DCGANEncoder`, the mirror image of the DCGAN generator (stride-2
 convolutions), ending in a linear layer to μ(x) and log σ²(x) ∈ R^d.
-Decoder: `networks.build_generator(generator, latent_dim, image_shape, generator_width)`,
-the SAME network NeuroSQL trains, so samples come from identical architectures.
+Decoder: `networks.build_generator(generator, latent_dim, image_shape, generator_width,
+upsample)`, the SAME network NeuroSQL trains, so samples come from identical architectures.
+With `ema_decay` > 0 an exponential moving average of the decoder's weights
+(`training_utils.WeightEMA`, as NeuroSQL's) is what `sample` and the reconstructions decode
+with; training uses the live decoder.
 
 Loss per image (summed over pixels and latent dimensions, averaged over the batch): the
 negative ELBO with a β-weighted KL term (β-VAE, Higgins et al. 2017; β = 1 is the ELBO),
@@ -33,8 +36,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..networks import build_encoder, build_generator
-from ..training_utils import check_finite_loss, eval_mode
+from ..networks import build_encoder, build_generator, check_upsample
+from ..training_utils import WeightEMA, check_ema_decay, check_finite_loss, eval_mode, match_ema_state, sampling_network, update_ema
 from .common import ImageModelBase
 
 RECONSTRUCTIONS = ("gaussian", "bce")
@@ -48,6 +51,7 @@ class VAE(ImageModelBase):
         latent_dim: int = 16,
         generator: str = "dcgan",
         generator_width: int = 64,
+        upsample: str = "transposed",
         encoder_width: int | None = None,
         encoder_norm: str = "batch",
         beta: float = 1.0,
@@ -55,12 +59,13 @@ class VAE(ImageModelBase):
         sigma: float = 0.5,
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
+        ema_decay: float = 0.0,
         image_shape: tuple[int, int, int] | None = None,
     ) -> None:
         """
         Args:
             latent_dim: d, the dimension of the codes (as NeuroSQL's latent_dim).
-            generator / generator_width: the decoder, built exactly as NeuroSQL's generator.
+            generator / generator_width / upsample: the decoder, built exactly as NeuroSQL's generator.
             encoder_width: width of the encoder's first convolution (doubling at each stride-2
                 step, mirroring the generator); None = generator_width.
             encoder_norm: "batch" (BatchNorm after every convolution but the first) or "none".
@@ -68,6 +73,8 @@ class VAE(ImageModelBase):
             reconstruction: "gaussian" (Σ (x − x̂)² / 2σ²) or "bce" (Bernoulli on (x+1)/2).
             sigma: the Gaussian decoder's fixed standard deviation, in [-1, 1] pixel units.
             lr / betas: Adam settings (encoder and decoder together).
+            ema_decay: decay of the EMA of the decoder's weights that samples and
+                reconstructions use (0 = off), as NeuroSQL's.
             image_shape: (C, H, W); taken from the datamodule when None.
         """
         super().__init__()
@@ -79,15 +86,19 @@ class VAE(ImageModelBase):
             raise ValueError(f"reconstruction must be one of {RECONSTRUCTIONS}, got {reconstruction!r}")
         if sigma <= 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
+        check_upsample(upsample)
+        check_ema_decay(ema_decay)
         self.save_hyperparameters()
         self.encoder: nn.Module | None = None
         self.decoder: nn.Module | None = None
+        self.ema_decoder: WeightEMA | None = None
         if image_shape is not None:
             self._build_for(image_shape)
 
     def _build(self, image_shape: tuple[int, int, int]) -> None:
         hp = self.hparams
-        self.decoder = build_generator(hp.generator, hp.latent_dim, image_shape, hp.generator_width)
+        self.decoder = build_generator(hp.generator, hp.latent_dim, image_shape, hp.generator_width, hp.upsample)
+        self.ema_decoder = WeightEMA.of(self.decoder, hp.ema_decay)
         width = hp.encoder_width or hp.generator_width
         self.encoder = build_encoder(image_shape, 2 * hp.latent_dim, width, norm=hp.encoder_norm)
 
@@ -136,19 +147,29 @@ class VAE(ImageModelBase):
         params = [*self.encoder.parameters(), *self.decoder.parameters()]
         return torch.optim.Adam(params, lr=self.hparams.lr, betas=tuple(self.hparams.betas))
 
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """The optimiser step, then the decoder's EMA update (when ema_decay > 0)."""
+        super().optimizer_step(*args, **kwargs)
+        update_ema(self.ema_decoder, self.decoder)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        match_ema_state(checkpoint, "ema_decoder", "decoder", self.ema_decoder)
+
     # ---------------------------------------------------------------- using the model
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n new images D(z), z ~ N(0, I_d): (n, C, H, W) in [-1, 1]."""
+        """n new images D(z), z ~ N(0, I_d): (n, C, H, W) in [-1, 1] (D: the EMA decoder when ema_decay > 0)."""
         z = torch.randn(n, self.hparams.latent_dim, generator=generator).to(self.device)
-        with eval_mode(self.decoder):
-            return self.decoder(z)
+        decoder = sampling_network(self.ema_decoder, self.decoder)
+        with eval_mode(decoder):
+            return decoder(z)
 
     @torch.no_grad()
     def reconstruct_images(self, x: torch.Tensor) -> torch.Tensor:
-        """D(μ(x)) for images x (B, C, H, W) in [-1, 1]: (B, C, H, W) in [-1, 1]."""
-        with eval_mode(self.encoder, self.decoder):
-            return self.decoder(self.encode(x.to(self.device))[0])
+        """D(μ(x)) for images x (B, C, H, W) in [-1, 1]: (B, C, H, W) in [-1, 1] (D as in `sample`)."""
+        decoder = sampling_network(self.ema_decoder, self.decoder)
+        with eval_mode(self.encoder, decoder):
+            return decoder(self.encode(x.to(self.device))[0])
 
     @torch.no_grad()
     def reconstruct(self, idx_or_images: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,255 @@
+"""Which settings make NeuroSQL's images good: each quality lever alone against today's default,
+at the same wall-clock budget, with the VAE and the GAN trained the same way as reference lines.
+
+Every configuration trains on the same images (default: the first 10,000 MNIST training images)
+for the same wall time (--minutes, Lightning's ``trainer.max_time``). A snapshot checkpoint is
+written every --every-minutes of training; each snapshot and the final model are scored by
+``neurosql_pl.evaluate`` (FID and KID from --n samples against held-out images), so every
+configuration gives a curve of FID against training seconds.
+
+Writes, under --out (default runs/ablate/<data>):
+  <config>/seed<s>/   the run folders (config.yaml, metrics.json, checkpoints/, snapshots.json,
+                      eval_<snapshot>.json); a finished, scored run is reused on a rerun
+  ablate.csv          one row per (config, seed, point): training seconds, epochs, every metric
+  ablate.md           the table at the end of the budget (mean over seeds), best FID first
+  ablate.png          FID against training seconds, one line per configuration (mean over seeds)
+
+    python -m experiments.ablate                                  # every configuration, 1 seed
+    python -m experiments.ablate --configs base l1 ema --seeds 0 1
+    python -m experiments.ablate --list                           # the configurations and their flags
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+
+from experiments.runner import CONFIGS as CONFIG_DIR
+from experiments.runner import (
+    ExperimentError, add_scoring_args, check_can_train, fit, markdown_table, max_time_flags, run_state, script_main,
+    script_parser, write_csv,
+)
+from neurosql_pl.evaluate import evaluate
+from neurosql_pl.files import write_json_atomic
+from neurosql_pl.run_folder import EVAL_FILE, last_checkpoint, read_yaml, train_metrics
+
+#: slug → (what it changes, model config piece, extra CLI flags). "base" is today's default.
+CONFIGS: dict[str, tuple[str, str, list[str]]] = {
+    "base": ("default: MSE, m = 256, random init, d = 16", "neurosql_mse", []),
+    "m2048": ("block size m = 2048", "neurosql_mse", ["--model.block_size", "2048"]),
+    "sweeps3": ("3 block sweeps per assignment step", "neurosql_mse", ["--model.assign_sweeps", "3"]),
+    "multiscale": ("multi-scale assignment (groups ↔ lattice cells)", "neurosql_mse", ["--model.block_strategy", "multiscale"]),
+    "pca": ("OT-PCA initial π", "neurosql_mse", ["--model.init", "pca"]),
+    "l1": ("pixel L1 loss", "neurosql_mse", ["--model.pixel", "l1"]),
+    "lap_l1": ("Laplacian-pyramid L1 loss", "neurosql_mse", ["--model.pixel", "laplacian_l1"]),
+    "stlpips": ("ST-LPIPS(alex) + MSE loss", "neurosql_lpips", ["--model.cost_outputs", "epoch"]),
+    "ema": ("EMA of the generator weights (0.999) for sampling", "neurosql_mse", ["--model.ema_decay", "0.999"]),
+    "resize": ("resize + conv upsampling", "neurosql_mse", ["--model.upsample", "resize"]),
+    "d8": ("latent dimension d = 8", "neurosql_mse", ["--model.latent_dim", "8"]),
+    "d32": ("latent dimension d = 32", "neurosql_mse", ["--model.latent_dim", "32"]),
+    "ball": ("lattice from the unit-ball reference grid", "neurosql_mse", ["--model.lattice_reference", "ball"]),
+    "vae": ("VAE, same decoder (reference)", "vae", []),
+    "gan": ("GAN, same generator (reference)", "gan", []),
+}
+
+#: (column, eval.json metric key) of the table; KID is shown ×10³
+COLUMNS: list[tuple[str, str]] = [
+    ("FID ↓", "fid"), ("KID×10³ ↓", "kid_mean"), ("precision ↑", "precision"), ("recall ↑", "recall"),
+    ("recon MSE ↓", "recon_mse"), ("pixel syn→train", "pixel_syn_to_train"),
+]
+SNAPSHOTS_FILE = "snapshots.json"
+
+
+class TimedSnapshots(L.Callback):
+    """Saves ``checkpoints/snap<k>.ckpt`` at the first epoch end after every ``every_s`` seconds of
+    training, and lists them with their training seconds in ``<run>/snapshots.json``.
+
+    Training seconds count from the start of training and leave out the time spent saving."""
+
+    def __init__(self, every_s: float = 90.0) -> None:
+        if every_s <= 0:
+            raise ValueError(f"every_s must be > 0, got {every_s}")
+        self.every_s = every_s
+        self._start, self._saving, self._taken = 0.0, 0.0, []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start, self._saving, self._taken = time.perf_counter(), 0.0, []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        elapsed = time.perf_counter() - self._start - self._saving
+        if elapsed < self.every_s * (len(self._taken) + 1):
+            return
+        began = time.perf_counter()
+        run_dir = Path(trainer.default_root_dir)
+        name = f"snap{len(self._taken) + 1}"
+        trainer.save_checkpoint(run_dir / "checkpoints" / f"{name}.ckpt")
+        self._taken.append({"name": name, "train_s": elapsed, "epochs": trainer.current_epoch + 1})
+        if trainer.is_global_zero:
+            write_json_atomic({"snapshots": self._taken}, run_dir / SNAPSHOTS_FILE)
+        self._saving += time.perf_counter() - began
+
+
+def points_of(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's scored points: its snapshots, then the end of training (``last.ckpt``)."""
+    snapshots = json.loads((run_dir / SNAPSHOTS_FILE).read_text())["snapshots"] if (run_dir / SNAPSHOTS_FILE).is_file() else []
+    points = [{**s, "ckpt": run_dir / "checkpoints" / f"{s['name']}.ckpt", "eval": run_dir / f"eval_{s['name']}.json"}
+              for s in snapshots]
+    summary = train_metrics(run_dir)
+    points.append({"name": "end", "train_s": summary["total_time_s"], "epochs": summary["epochs"],
+                   "ckpt": last_checkpoint(run_dir), "eval": run_dir / EVAL_FILE})
+    return points
+
+
+def block_size_flags(config: str, flags: list[str], n: int) -> list[str]:
+    """NeuroSQL's block size m capped at the n training images (m = n is one global assignment)."""
+    init_args = read_yaml(CONFIG_DIR / "model" / f"{config}.yaml")["model"].get("init_args", {})
+    if "block_size" not in init_args:  # not NeuroSQL
+        return []
+    m = int(flags[flags.index("--model.block_size") + 1]) if "--model.block_size" in flags else int(init_args["block_size"])
+    return ["--model.block_size", str(min(m, n))]
+
+
+def train(slug: str, seed: int, args: argparse.Namespace, run_dir: Path) -> None:
+    _, config, flags = CONFIGS[slug]
+    fit(config, run_dir, args.data, args.data_dir, [
+        *flags, *block_size_flags(config, flags, args.subset), "--data.subset", str(args.subset),
+        "--seed_everything", str(seed),
+        "--trainer.max_epochs", str(args.max_epochs), *max_time_flags(args.minutes),
+        "--trainer.callbacks+=experiments.ablate.TimedSnapshots", "--trainer.callbacks.every_s", str(60 * args.every_minutes),
+        *args.cli_args,
+    ])
+
+
+def scored(point: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """eval.json of one point: reused when made with the same n, features and seed, else computed."""
+    if point["eval"].is_file():
+        report = json.loads(point["eval"].read_text())
+        s = report.get("settings", {})
+        if (s.get("n_samples"), s.get("features"), s.get("seed")) == (args.n, args.features, args.seed):
+            return report
+    return evaluate(point["ckpt"], n=args.n, out=point["eval"], data_dir=args.data_dir, features=args.features,
+                    fid_method=args.fid_method, seed=args.seed, log=None)
+
+
+def run_config(slug: str, seed: int, args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
+    """Train (unless finished) and score one (configuration, seed): one row per point."""
+    run_dir = out / slug / f"seed{seed}"
+    if args.force or run_state(run_dir) not in ("trained", "evaluated"):
+        print(f"[{slug} seed {seed}] training {args.minutes:g} min into {run_dir}", flush=True)
+        train(slug, seed, args, run_dir)
+    rows = []
+    for point in points_of(run_dir):
+        began = time.perf_counter()
+        m = scored(point, args)["metrics"]
+        print(f"[{slug} seed {seed}] {point['name']}: {point['train_s']:.0f} s, {point['epochs']} epochs, "
+              f"FID {m['fid']:.1f} ({time.perf_counter() - began:.0f} s to score)", flush=True)
+        rows.append({"config": slug, "seed": seed, "point": point["name"], "train_s": point["train_s"],
+                     "epochs": point["epochs"], **{key: m[key] for _, key in COLUMNS},
+                     "baseline_fid": m["baseline_fid"], "baseline_kid_mean": m["baseline_kid_mean"]})
+    return rows
+
+
+def mean_of(rows: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The end-of-budget row of each configuration, mean over seeds, best FID first; real data last."""
+    ends = [r for r in rows if r["point"] == "end"]
+    lines = []
+    for slug in dict.fromkeys(r["config"] for r in ends):
+        mine = [r for r in ends if r["config"] == slug]
+        fids = [r["fid"] for r in mine]
+        cells = [slug, CONFIGS[slug][0], len(mine), mean_of(mine, "epochs"), mean_of(mine, "train_s")]
+        cells += [mean_of(mine, key) * (1e3 if key == "kid_mean" else 1) if mean_of(mine, key) is not None else None
+                  for _, key in COLUMNS]
+        cells.append(f"{min(fids):.1f}–{max(fids):.1f}" if len(fids) > 1 else None)
+        lines.append(cells)
+    lines.sort(key=lambda c: c[5] if c[5] is not None else float("inf"))
+    real = ["real data", "training vs held-out images", None, None, None, mean_of(ends, "baseline_fid"),
+            (mean_of(ends, "baseline_kid_mean") or 0) * 1e3, None, None, None, None, None]
+    header = ["config", "what", "seeds", "epochs", "train s", *[c for c, _ in COLUMNS], "FID range"]
+    return markdown_table(header, [*lines, real])
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """FID against training seconds, one line per configuration (mean over seeds at each point)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for slug in dict.fromkeys(r["config"] for r in rows):
+        mine = [r for r in rows if r["config"] == slug and r["fid"] is not None]
+        points = list(dict.fromkeys(r["point"] for r in mine))
+        xs = [mean_of([r for r in mine if r["point"] == p], "train_s") for p in points]
+        ys = [mean_of([r for r in mine if r["point"] == p], "fid") for p in points]
+        style = "--" if slug in ("vae", "gan") else ("-" if slug != "base" else "k-")
+        ax.plot(xs, ys, style, marker="o", label=slug, linewidth=2.5 if slug == "base" else 1.5)
+    ax.set_xlabel("training seconds (2-core CPU)")
+    ax.set_ylabel("FID ↓")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if args.list:
+        for slug, (what, config, flags) in CONFIGS.items():
+            print(f"{slug:11s} {what}: {config} {' '.join(flags)}")
+        return []
+    unknown = [c for c in args.configs if c not in CONFIGS]
+    if unknown:
+        raise ExperimentError(f"unknown configuration(s) {unknown}; choose from {', '.join(CONFIGS)}")
+    out = Path(args.out or f"runs/ablate/{args.data}")
+    out.mkdir(parents=True, exist_ok=True)
+    for slug in args.configs:  # check every folder before hours of training
+        for seed in args.seeds:
+            check_can_train(out / slug / f"seed{seed}", args.force)
+    began = time.perf_counter()
+    rows = [row for slug in args.configs for seed in args.seeds for row in run_config(slug, seed, args, out)]
+    write_csv(rows, out / "ablate.csv")
+    note = (f"{args.data}, first {args.subset} training images, {args.minutes:g} min of training per run "
+            f"(capped at {args.max_epochs} epochs), seeds {', '.join(map(str, args.seeds))}; FID and KID from "
+            f"N = {args.n} samples against held-out images ({args.features} features). The whole ablation "
+            f"took {time.perf_counter() - began:.0f} s.")
+    text = note + "\n\n" + table(rows)
+    (out / "ablate.md").write_text(text + "\n")
+    plot(rows, out / "ablate.png")
+    print(text, flush=True)
+    return rows
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = script_parser(__doc__)
+    p.add_argument("--data", default="mnist", help="an experiments/configs/data piece (default mnist)")
+    p.add_argument("--data-dir", default="data")
+    p.add_argument("--out", default=None, help="default runs/ablate/<data>")
+    p.add_argument("--configs", nargs="+", default=list(CONFIGS), help="subset of the configurations (see --list)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (the table shows their mean)")
+    p.add_argument("--subset", type=int, default=10_000, help="training images (the first ones)")
+    p.add_argument("--minutes", type=float, default=3.0, help="training minutes per run")
+    p.add_argument("--every-minutes", type=float, default=1.5, help="a scored snapshot every this many training minutes")
+    p.add_argument("--max-epochs", type=int, default=1000, help="epoch cap")
+    p.add_argument("--list", action="store_true", help="print the configurations and exit")
+    add_scoring_args(p, n=500, force_help="train every configuration again, replacing its run folders", models=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    script_main(build_parser, run, argv)
+
+
+if __name__ == "__main__":
+    main()
