@@ -69,6 +69,8 @@ class RunArtifacts(L.Callback):
         return {
             "train_loss": logged.get("train/loss_epoch", None),
             "assign_mean_cost": logged.get("assign/mean_cost", None),
+            "assign_total_cost": logged.get("assign/total_cost", None),
+            "assign_total_cost_before": logged.get("assign/total_cost_before", None),
             "assign_frac_changed": logged.get("assign/frac_changed", None),
             "assign_time_s": logged.get("assign/time_s", None),
             "epochs": len(epoch_times),

@@ -1,13 +1,29 @@
 """Epoch-boundary assignment step of NeuroSQL, as a Lightning Callback.
 
-Every `every_n_epochs` epochs: split the samples into random blocks of size m, have the
-module score each block (`NeuroSQL.block_costs`: C[i, k] = ℓ(X_i, G(Q_k)) over the lattice
-points the block holds, in GEMM form from its feature banks where it has them), solve the
-block's linear assignment, update π, then Ẑ ← ρ·Q_π + (1−ρ)·Ẑ. Under DDP each rank solves
-every world-th block and the results are all-gathered, so all ranks end identical. Logs:
-assign/mean_cost (mean assigned cost), assign/frac_changed (fraction of samples whose
-lattice point changed), assign/frac_reused (generated features reused from the epoch),
-assign/time_s (wall time of the step).
+Every `every_n_epochs` epochs: split the samples into blocks of size m, have the module score
+each block (`NeuroSQL.block_costs`: C[i, k] = ℓ(X_i, G(Q_k)) over the lattice points the block
+holds, in GEMM form from its feature banks where it has them), solve the block's linear
+assignment, update π, then Ẑ ← ρ·Q_π + (1−ρ)·Ẑ. With `sweeps` > 1 this is repeated on new
+blocks, on the costs of one generator (its features computed once per step where the module
+has feature banks): each sweep can only lower the total cost. The blocks (`strategy`):
+  random      random blocks (`assignment.random_blocks`);
+  neighbours  samples whose images are alike (`assignment.neighbour_blocks` on the images'
+              features, reduced to FEATURE_DIM principal directions);
+  multiscale  the step first builds the multiscale permutation (`assignment.multiscale_blocks`:
+              groups of images matched with cells of lattice points, each pair solved exactly)
+              and keeps it instead of the first neighbour sweep's result when its total cost is
+              lower; the other sweeps are neighbour sweeps from the π kept.
+Under DDP each rank solves every world-th block and the results are all-gathered, so all ranks
+end identical; blocks built from features are rank 0's, broadcast (features computed on
+different devices, and their principal directions with different thread counts, may differ in
+their last bits, which can move a sample across a cut).
+
+Logs: assign/total_cost (Σ_i C[i, π(i)] after the step) and assign/total_cost_before (the
+same for the π before it, from the diagonals of the first sweep's blocks), assign/mean_cost
+(their mean per sample), assign/frac_changed (fraction of samples whose lattice point
+changed), assign/frac_reused (generated features reused from the epoch), assign/time_s (wall
+time of the step), and with multiscale assign/multiscale_total_cost (the multiscale π's total)
+and assign/multiscale_kept (1 when it was kept).
 """
 
 from __future__ import annotations
@@ -17,25 +33,61 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 import lightning as L
+import numpy as np
 import torch
 
-from .assignment import check_permutation, momentum_update, random_blocks, solve_blocks
+from .assignment import (
+    BlockResult,
+    apply_blocks,
+    check_permutation,
+    feature_projection,
+    momentum_update,
+    multiscale_blocks,
+    neighbour_blocks,
+    random_blocks,
+    solve_blocks,
+)
 from .images import ImageSource, trainer_images
 
 if TYPE_CHECKING:
     from .module import NeuroSQL
+
+#: Principal directions of the features that "neighbours" and "multiscale" blocks are built from.
+FEATURE_DIM = 32
+_FEATURE_STREAM, _MULTISCALE_STREAM = 2**31, 2**31 + 1  # random streams; sweep s uses stream s
+
+
+def step_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
+    """The random generator of one part of an epoch's assignment step: stream s = sweep s's
+    blocks. Sweep 0 keeps the seed of single-sweep steps (seed·100003 + epoch), so that
+    assign_sweeps=1 draws the blocks it always drew."""
+    if stream == 0:
+        return torch.Generator().manual_seed(seed * 100_003 + epoch)
+    entropy = np.random.SeedSequence([seed, epoch, stream]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
 
 
 class AssignmentCallback(L.Callback):
     """Updates the module's `assignment` (π) and `latents` (Ẑ) at epoch ends.
 
     `NeuroSQL.configure_callbacks` makes it from the model's settings (block_size, rho, solver,
-    assign_every, seed), which hold the defaults and their checks.
+    assign_every, assign_sweeps, block_strategy, seed), which hold the defaults and their checks.
     """
 
-    def __init__(self, *, block_size: int, rho: float, solver: str, every_n_epochs: int, seed: int) -> None:
+    def __init__(
+        self,
+        *,
+        block_size: int,
+        rho: float,
+        solver: str,
+        every_n_epochs: int,
+        seed: int,
+        sweeps: int = 1,
+        strategy: str = "random",
+    ) -> None:
         self.block_size, self.rho, self.solver = block_size, rho, solver
         self.every_n_epochs, self.seed = every_n_epochs, seed
+        self.sweeps, self.strategy = sweeps, strategy
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: NeuroSQL) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs != 0:
@@ -50,30 +102,70 @@ class AssignmentCallback(L.Callback):
     ) -> dict[str, float]:
         """One assignment step on all N samples; images_at(indices) gives their images in [-1, 1].
 
-        The blocks are drawn from (seed, epoch). With a multi-process `trainer` this rank solves
-        every world-th block and gathers the others' results; without one (or with one process)
-        it solves all blocks.
+        The blocks are drawn from (seed, epoch, sweep). With a multi-process `trainer` this rank
+        solves every world-th block and gathers the others' results; without one (or with one
+        process) it solves all blocks.
         """
         start = time.perf_counter()
-        n = module.num_samples
+        n, m = module.num_samples, self.block_size
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         if world > 1:
             broadcast_buffers(module.generator)
-        blocks = random_blocks(n, self.block_size, torch.Generator().manual_seed(self.seed * 100_003 + epoch))
-        old = module.assignment.cpu()
+        # one block is the global optimum: a single random sweep
+        sweeps, strategy = (1, "random") if m >= n else (self.sweeps, self.strategy)
+        multiscale = strategy == "multiscale"
+        # every lattice point is scored more than once: compute its features once for the step
+        reused = module.cache_generated_features() if sweeps > 1 or multiscale else None
         cost_fn = partial(module.block_costs, images_at=images_at)
-        result = solve_blocks(old, blocks[rank::world], cost_fn, self.solver, module.costs_per_call(self.block_size))
-        samples, points, costs = gather_block_results(trainer, result, blocks, module.device) if world > 1 else result
-        new = old.clone()
-        new[samples] = points
-        check_permutation(new, n)
-        reused = module.finish_assignment()
-        module.assignment = new.to(module.assignment.device)
+        per_call = module.costs_per_call(m)
+
+        def solve(pi: torch.Tensor, blocks: list[torch.Tensor]) -> BlockResult:
+            result = solve_blocks(pi, blocks[rank::world], cost_fn, self.solver, per_call)
+            return gather_block_results(trainer, result, blocks, module.device) if world > 1 else result
+
+        def from_rank0(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return trainer.strategy.broadcast(tensors, src=0) if world > 1 else tensors
+
+        features: list[torch.Tensor] = []  # the images' (and with multiscale the generated images') features
+        if strategy != "random":
+            real, generated = module.assignment_features(images_at, generated=multiscale)
+            clouds = [real, generated] if multiscale else [real]
+            features = feature_projection(clouds, FEATURE_DIM, step_generator(self.seed, epoch, _FEATURE_STREAM))
+
+        def sweep_blocks(sweep: int) -> list[torch.Tensor]:
+            generator = step_generator(self.seed, epoch, sweep)
+            if strategy == "random":
+                return random_blocks(n, m, generator)
+            (order,) = from_rank0(torch.cat(neighbour_blocks(features[0], m, generator)))
+            return list(order.split(m))
+
+        stats = {}
+        if multiscale:
+            ms_start, blocks = multiscale_blocks(*features, m, step_generator(self.seed, epoch, _MULTISCALE_STREAM))
+            ms_start, order = from_rank0(ms_start, torch.cat(blocks))
+            candidate = apply_blocks(ms_start, solve(ms_start, list(order.split(m))))
+        old = module.assignment.cpu()
+        pi = old
+        for sweep in range(sweeps):
+            result = solve(pi, sweep_blocks(sweep))
+            pi, costs = apply_blocks(pi, result)
+            if sweep == 0:
+                stats["total_cost_before"] = float(result.held_costs.double().sum())
+                if multiscale:
+                    stats["multiscale_total_cost"] = float(candidate[1].double().sum())
+                    kept = stats["multiscale_total_cost"] < float(costs.double().sum())
+                    pi, costs = candidate if kept else (pi, costs)
+                    stats["multiscale_kept"] = float(kept)
+        check_permutation(pi, n)
+        recorded = module.finish_assignment()
+        module.assignment = pi.to(module.assignment.device)
         module.latents = momentum_update(module.latents, module.lattice, module.assignment, self.rho)
         return {
+            "total_cost": float(costs.double().sum()),
+            **stats,
             "mean_cost": float(costs.mean()),
-            "frac_changed": float((new != old).float().mean()),
-            "frac_reused": reused,
+            "frac_changed": float((pi != old).float().mean()),
+            "frac_reused": recorded if reused is None else reused,
             "time_s": time.perf_counter() - start,
         }
 
@@ -89,12 +181,9 @@ def broadcast_buffers(module: torch.nn.Module) -> None:
 
 
 def gather_block_results(
-    trainer: L.Trainer,
-    result: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    blocks: list[torch.Tensor],
-    device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """All-gather every rank's (samples, new lattice points, costs); identical on all ranks.
+    trainer: L.Trainer, result: BlockResult, blocks: list[torch.Tensor], device: torch.device
+) -> BlockResult:
+    """All-gather every rank's block results; identical on all ranks.
 
     Rank r solved blocks[r::world]; results are padded to the longest rank's length (known to
     every rank from the shared block list) so that one all_gather per tensor suffices.
@@ -102,9 +191,9 @@ def gather_block_results(
     world = trainer.world_size
     length = max(sum(len(b) for b in blocks[r::world]) for r in range(world))
     padded = []
-    for tensor, fill in zip(result, (-1, -1, float("nan"))):
-        out = torch.full((length,), fill, dtype=tensor.dtype)
+    for tensor in result:
+        out = torch.full((length,), -1 if tensor.dtype == torch.long else float("nan"), dtype=tensor.dtype)
         out[: len(tensor)] = tensor
         padded.append(trainer.strategy.all_gather(out.to(device)).reshape(-1).cpu())
     keep = padded[0] >= 0
-    return padded[0][keep], padded[1][keep], padded[2][keep]
+    return BlockResult(*(t[keep] for t in padded))

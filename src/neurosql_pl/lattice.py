@@ -40,8 +40,8 @@ functions, hence the Brenier maps:
      lattice's mean, covariance and marginals; the QMC sample has the quality of the closed form.
   2. Exact OT, squared Euclidean cost, uniform weights 1/N on both sides, between {U_k} and {Y_i}.
      Exact `ot.emd` costs O(N^3) (≈ 8 s at N = 4096), so it is solved *multiscale*: both clouds
-     are bisected recursively at equal ranks (so every cell holds as many grid points as sample
-     points) along a feature that T preserves the order of — cube: the coordinates u_j ↔ y_j
+     are bisected recursively at equal ranks (`rank_bisection`; every cell holds as many grid
+     points as sample points) along a feature that T preserves the order of — cube: the coordinates u_j ↔ y_j
      (T is a product of increasing maps); ball: the radius |u| ↔ |y| and the direction cosines
      u_j/|u| ↔ y_j/|y| (T keeps the direction and is increasing in the radius) — cycling
      through the features, until a cell holds ≤ 256 points. At the population level every such
@@ -74,6 +74,7 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -93,6 +94,8 @@ __all__ = [
     "closed_form_map",
     "gaussian_reference_sample",
     "pot_map",
+    "rank_bisection",
+    "bisection_cut",
     "build_lattice",
     "load_or_build_lattice",
     "lattice_cache_path",
@@ -237,22 +240,46 @@ def _features(x: np.ndarray, reference: str) -> np.ndarray:
     return np.concatenate([r, cosines], axis=1)
 
 
-def _bisect(fu: np.ndarray, fy: np.ndarray, leaf_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Recursive equal-rank bisection of both clouds; returns leaves (grid idx, sample idx)."""
-    n, n_features = fu.shape
+def bisection_cut(num_points: int, leaf_size: int, whole_leaves: bool = False) -> int | None:
+    """Where `rank_bisection` cuts a cell of `num_points` points: the size of its lower part, or
+    None for a leaf (num_points ≤ leaf_size). whole_leaves=False cuts in halves (leaves of
+    between leaf_size/2 and leaf_size points); True cuts at a multiple of leaf_size, so that every
+    leaf holds exactly leaf_size points except the last one, which holds the remainder."""
+    if num_points <= leaf_size:
+        return None
+    if not whole_leaves:
+        return num_points // 2
+    return leaf_size * (math.ceil(num_points / leaf_size) // 2)
+
+
+Scores = Callable[[tuple[np.ndarray, ...], int], Sequence[np.ndarray]]
+
+
+def rank_bisection(
+    num_points: int, leaf_size: int, scores: Scores, num_clouds: int = 2, whole_leaves: bool = False
+) -> list[tuple[np.ndarray, ...]]:
+    """Recursive equal-rank bisection of `num_clouds` clouds of `num_points` points each.
+
+    A cell holds the same number of points of every cloud (one index array per cloud; the root
+    holds all). scores(cell, depth) gives one score per point of the cell for each cloud; every
+    cloud is sorted by its scores (stably) and all are cut at the same rank (`bisection_cut`),
+    so that the lower parts form one cell and the upper parts another. When the scores order
+    both clouds as a map between them does (the lattice: coordinates that T keeps the order of;
+    the assignment: projections on a common direction), no matched pair is cut apart in the
+    limit: a sorted cut is the exact 1-D optimal transport along the scores. Returns the leaves
+    in order (lowest scores first), each a tuple of index arrays.
+    """
     leaves = []
-    stack = [(np.arange(n), np.arange(n), 0)]
+    stack = [(tuple(np.arange(num_points) for _ in range(num_clouds)), 0)]
     while stack:
-        iu, iy, depth = stack.pop()
-        m = len(iu)
-        if m <= leaf_size:
-            leaves.append((iu, iy))
+        cell, depth = stack.pop()
+        h = bisection_cut(len(cell[0]), leaf_size, whole_leaves)
+        if h is None:
+            leaves.append(cell)
             continue
-        j, h = depth % n_features, m // 2
-        ou = iu[np.argsort(fu[iu, j], kind="stable")]
-        oy = iy[np.argsort(fy[iy, j], kind="stable")]
-        stack.append((ou[h:], oy[h:], depth + 1))
-        stack.append((ou[:h], oy[:h], depth + 1))
+        ordered = [idx[np.argsort(score, kind="stable")] for idx, score in zip(cell, scores(cell, depth))]
+        stack.append((tuple(o[h:] for o in ordered), depth + 1))
+        stack.append((tuple(o[:h] for o in ordered), depth + 1))
     return leaves
 
 
@@ -277,7 +304,13 @@ def pot_map(u: np.ndarray, reference: str = "cube", seed: int = 0, leaf_size: in
         raise ValueError(f"u must be a non-empty 2-D array (N, d), got shape {u.shape}")
     n, d = u.shape
     y = gaussian_reference_sample(n, d, seed)
-    leaves = _bisect(_features(u, reference), _features(y, reference), leaf_size)
+    fu, fy = _features(u, reference), _features(y, reference)
+
+    def scores(cell: tuple[np.ndarray, ...], depth: int) -> tuple[np.ndarray, np.ndarray]:
+        j = depth % fu.shape[1]  # cycle through the features
+        return fu[cell[0], j], fy[cell[1], j]
+
+    leaves = rank_bisection(n, leaf_size, scores)
     out = np.empty_like(y)
 
     def solve(leaf: tuple[np.ndarray, np.ndarray]) -> None:

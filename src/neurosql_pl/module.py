@@ -27,7 +27,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
-from .assignment import SOLVERS, pca_assignment, random_assignment
+from .assignment import BLOCK_STRATEGIES, SOLVERS, pca_assignment, random_assignment
 from .assignment_callback import AssignmentCallback
 from .feature_bank import FeatureBank
 from .images import ImageSource, trainer_images
@@ -70,6 +70,8 @@ class NeuroSQL(L.LightningModule):
         feature_cache_gb: float = 6.0,
         cost_outputs: str = "fresh",
         ema_decay: float = 0.0,
+        assign_sweeps: int = 1,
+        block_strategy: str = "random",
         seed: int = 0,
         image_shape: tuple[int, int, int] | None = None,
         num_samples: int | None = None,
@@ -105,6 +107,16 @@ class NeuroSQL(L.LightningModule):
                 `reconstruct` and `interpolate` use the averaged generator; training and the
                 assignment keep the live one. It is saved in checkpoints; a checkpoint without
                 one starts it from the checkpoint's generator weights.
+            assign_sweeps: block sweeps per assignment step (≥ 1): each draws new blocks and
+                re-solves them on the same costs, so the total assigned cost can only go down. With
+                feature banks the generated features are computed once per step (GEMMs and LSAPs per
+                sweep); without them every sweep makes fresh generator and loss passes.
+            block_strategy: the blocks of each sweep: "random"; "neighbours", samples whose images
+                are alike (`assignment.neighbour_blocks`, from the loss's features or pooled pixels);
+                or "multiscale": first images and lattice points bisected together into N/m
+                matched (group, cell) pairs, each solved exactly (`assignment.multiscale_blocks`),
+                kept only when its total cost beats the first neighbour sweep's (which the step also
+                runs), then neighbour sweeps (see `AssignmentCallback`).
             seed: seeds the lattice, the initial π and the assignment blocks.
             image_shape / num_samples: (C, H, W) and N; filled from the datamodule when None.
         """
@@ -123,6 +135,10 @@ class NeuroSQL(L.LightningModule):
             raise ValueError(f"init must be 'random' or 'pca', got {init!r}")
         if solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+        if assign_sweeps < 1:
+            raise ValueError(f"assign_sweeps must be >= 1, got {assign_sweeps}")
+        if block_strategy not in BLOCK_STRATEGIES:
+            raise ValueError(f"block_strategy must be one of {BLOCK_STRATEGIES}, got {block_strategy!r}")
         if cost_outputs not in ("fresh", "epoch"):
             raise ValueError(f"cost_outputs must be 'fresh' or 'epoch', got {cost_outputs!r}")
         if cost_outputs == "epoch" and rho != 1.0:
@@ -304,6 +320,8 @@ class NeuroSQL(L.LightningModule):
                 solver=hp.solver,
                 every_n_epochs=hp.assign_every,
                 seed=hp.seed,
+                sweeps=hp.assign_sweeps,
+                strategy=hp.block_strategy,
             )
         ]
 
@@ -337,8 +355,53 @@ class NeuroSQL(L.LightningModule):
             return 1
         return max(1, 2**28 // (2 * block_size * self.real_bank.values.shape[1] * 4))
 
+    @torch.no_grad()
+    def cache_generated_features(self) -> float | None:
+        """Compute the loss features of every G(Q_k) not recorded this epoch, once per step.
+
+        For assignment steps that score each lattice point more than once (several sweeps,
+        multiscale blocks): afterwards `block_costs` is GEMMs on cached features only. With
+        cost_outputs="fresh" the features go to a bank made for this step alone (within
+        feature_cache_gb; `finish_assignment` drops it). Returns the fraction of lattice points
+        whose recorded features were reused, or None where there are no feature banks
+        (feature_cache_gb=0, pixel="l1", over budget): `block_costs` then makes fresh passes.
+        """
+        if self.real_bank is None:
+            return None
+        if self.fake_bank is None:
+            dim = self.real_bank.values.shape[1]
+            self.fake_bank = FeatureBank.within_budget(self.num_samples, dim, self.hparams.feature_cache_gb)
+            if self.fake_bank is None:
+                return None
+        reused = float(self.fake_bank.filled.float().mean())
+        for rows in (~self.fake_bank.filled).nonzero().flatten().split(BATCH):
+            self.fake_bank.put(rows, self._generated_features(rows))
+        return reused
+
+    @torch.no_grad()
+    def assignment_features(
+        self, images_at: ImageSource, generated: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Features of every image X_i (rows: sample index) and, if `generated`, of every G(Q_k)
+        (rows: lattice index) in one space, for the blocks of `block_strategy` "neighbours" and
+        "multiscale": the feature banks (the generated one after `cache_generated_features`),
+        else a proxy: 8×8 average-pooled pixels (of fresh G passes for the generated images)."""
+        complete = self.fake_bank is not None and self.fake_bank.complete
+        if self.real_bank is not None and (complete or not generated):
+            return self.real_bank.values, self.fake_bank.values if generated else None
+        rows = torch.arange(self.num_samples).split(BATCH)
+
+        def pooled(images: torch.Tensor) -> torch.Tensor:
+            return nn.functional.adaptive_avg_pool2d(images.float().cpu(), 8).flatten(1)
+
+        real = torch.cat([pooled(images_at(r)) for r in rows])
+        if not generated:
+            return real, None
+        return real, torch.cat([pooled(self._generate(self.lattice[r.to(self.device)])) for r in rows])
+
     def finish_assignment(self) -> float:
-        """End an assignment step: forget the generated features recorded this epoch.
+        """End an assignment step: forget the generated features recorded this epoch (and drop
+        the bank `cache_generated_features` made for this step with cost_outputs="fresh").
 
         Returns the fraction of lattice points whose recorded features `block_costs` could reuse.
         """
@@ -346,6 +409,8 @@ class NeuroSQL(L.LightningModule):
             return 0.0
         reused = float(self.fake_bank.filled.float().mean())
         self.fake_bank.clear()
+        if self.hparams.cost_outputs != "epoch":
+            self.fake_bank = None
         return reused
 
     def _generated_features(self, points: torch.Tensor) -> torch.Tensor:

@@ -1,15 +1,17 @@
 """A real 2-process DDP fit on CPU (gloo), launched the way users launch it: run as a script.
 
-    python tests/helpers/ddp_fit.py DATA_DIR OUT_DIR [EPOCHS]
+    python tests/helpers/ddp_fit.py DATA_DIR OUT_DIR [EPOCHS [MODEL_JSON]]
 
 Lightning's "ddp" strategy starts the second rank by re-running this script. Each rank writes
 OUT_DIR/rank{r}_epoch{e}.pt after every assignment (π, Ẑ, the generator, its EMA and the indices it
 trained on in that epoch, and π, Ẑ as they were before the assignment); tests/test_ddp.py
-compares the ranks, and replays each assignment in one process.
+compares the ranks, and replays each assignment in one process. MODEL_JSON overrides settings
+of MODEL, e.g. '{"assign_sweeps": 2}'.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -68,8 +70,9 @@ class AfterAssignment(L.Callback):
 def main() -> None:
     data_dir, out = sys.argv[1], Path(sys.argv[2])
     epochs = int(sys.argv[3]) if len(sys.argv) > 3 else 2
+    overrides = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
     out.mkdir(parents=True, exist_ok=True)
-    model = NeuroSQL(**MODEL, lattice_cache_dir=str(out / "lattices"))
+    model = NeuroSQL(**{**MODEL, **overrides}, lattice_cache_dir=str(out / "lattices"))
     recorder = StateRecorder(out)
     model.configure_callbacks = lambda: [*NeuroSQL.configure_callbacks(model), AfterAssignment(recorder)]
     trainer = L.Trainer(
