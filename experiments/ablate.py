@@ -32,8 +32,8 @@ import numpy as np
 
 from experiments.runner import CONFIGS as CONFIG_DIR
 from experiments.runner import (
-    ExperimentError, add_scoring_args, check_can_train, fit, markdown_table, max_time_flags, run_state, script_main,
-    script_parser, write_csv,
+    ExperimentError, add_data_args, add_scoring_args, check_can_train, fit, markdown_table, max_time_flags, run_state,
+    script_main, script_parser, write_csv,
 )
 from neurosql_pl.evaluate import evaluate
 from neurosql_pl.files import write_json_atomic
@@ -236,9 +236,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = script_parser(__doc__)
-    p.add_argument("--data", default="mnist", help="an experiments/configs/data piece (default mnist)")
-    p.add_argument("--data-dir", default="data")
-    p.add_argument("--out", default=None, help="default runs/ablate/<data>")
+    add_data_args(p, "ablate")
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), help="subset of the configurations (see --list)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (the table shows their mean)")
     p.add_argument("--subset", type=int, default=10_000, help="training images (the first ones)")

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from experiments.runner import (
-    MODELS, add_scoring_args, check_can_train, check_models, fit, markdown_table, max_time_flags, script_main,
-    script_parser, trained_and_scored, write_csv,
+    MODELS, add_data_args, add_scoring_args, check_can_train, check_models, fit, markdown_table, max_time_flags,
+    script_main, script_parser, trained_and_scored, write_csv,
 )
 from neurosql_pl.run_folder import EvaluationError, dataset_images, epoch_times, heldout_dataset, run_datamodule
 
@@ -161,9 +161,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = script_parser(__doc__)
-    p.add_argument("--data", default="mnist", help="an experiments/configs/data piece (default mnist)")
-    p.add_argument("--data-dir", default="data")
-    p.add_argument("--out", default=None, help="default runs/compare/<data>")
+    add_data_args(p, "compare")
     p.add_argument("--neurosql-config", default="neurosql_mse", help="model piece for NeuroSQL (neurosql_lpips: the paper's loss)")
     p.add_argument("--block-size", type=int, default=256, help="NeuroSQL's assignment block m")
     p.add_argument("--budget", choices=["time", "epochs"], default="time")

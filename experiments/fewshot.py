@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from experiments.runner import (
-    MODELS, ExperimentError, add_scoring_args, check_can_train, check_models, fit, markdown_table, script_main,
-    script_parser, trained_and_scored, write_csv,
+    MODELS, ExperimentError, add_data_args, add_scoring_args, check_can_train, check_models, fit, markdown_table,
+    script_main, script_parser, trained_and_scored, write_csv,
 )
 
 #: metric columns of fewshot.csv: (key, real-data key)
@@ -156,9 +156,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = script_parser(__doc__)
-    p.add_argument("--data", default="mnist", help="an experiments/configs/data piece (default mnist)")
-    p.add_argument("--data-dir", default="data")
-    p.add_argument("--out", default=None, help="default runs/fewshot/<data>")
+    add_data_args(p, "fewshot")
     p.add_argument("--sizes", type=int, nargs="+", default=[100, 500, 1000, 5000])
     p.add_argument("--steps", type=int, default=500, help="gradient steps' worth of images per model and N")
     p.add_argument("--batch-size", type=int, default=128)

@@ -50,6 +50,13 @@ def script_parser(doc: str | None) -> argparse.ArgumentParser:
     )
 
 
+def add_data_args(p: argparse.ArgumentParser, experiment: str) -> None:
+    """--data (a config piece), --data-dir and --out (default runs/<experiment>/<data>)."""
+    p.add_argument("--data", default="mnist", help="an experiments/configs/data piece (default mnist)")
+    p.add_argument("--data-dir", default="data")
+    p.add_argument("--out", default=None, help=f"default runs/{experiment}/<data>")
+
+
 def add_scoring_args(p: argparse.ArgumentParser, n: int, force_help: str, models: bool = True) -> None:
     """--models (unless ``models`` is False), --n (samples scored per run), --features, --fid-method,
     --seed (of the scoring), --force, and the extra LightningCLI flags after ``--``: the options

@@ -60,6 +60,16 @@ def _coarse_size(image_size: int) -> tuple[int, int]:
     return size, steps
 
 
+def check_generator_args(latent_dim: int, channels: int, width: int, min_width: int) -> None:
+    """ValueError unless latent_dim ≥ 1, channels ∈ {1, 3} and width ≥ min_width."""
+    if latent_dim < 1:
+        raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if width < min_width:
+        raise ValueError(f"width must be >= {min_width}, got {width}")
+
+
 class DCGANGenerator(nn.Module):
     """DCGAN generator: (B, latent_dim) codes → (B, channels, image_size, image_size) in [-1, 1].
 
@@ -72,12 +82,7 @@ class DCGANGenerator(nn.Module):
         self, latent_dim: int, image_size: int = 28, channels: int = 1, width: int = 32, upsample: str = "transposed"
     ) -> None:
         super().__init__()
-        if latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
-        if width < 1:
-            raise ValueError(f"width must be >= 1, got {width}")
+        check_generator_args(latent_dim, channels, width, min_width=1)
         coarse, steps = _coarse_size(image_size)
         self.latent_dim, self.image_size, self.channels = latent_dim, image_size, channels
         top = width * 2 ** (steps - 1)
@@ -191,14 +196,9 @@ class UNetGenerator(nn.Module):
         self, latent_dim: int, image_size: int = 64, channels: int = 1, width: int = 64, upsample: str = "transposed"
     ) -> None:
         super().__init__()
-        if latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        check_generator_args(latent_dim, channels, width, min_width=2)
         if image_size % 16 or image_size < 32:
             raise ValueError(f"image_size={image_size} is not supported by the U-Net generator: use a multiple of 16, >= 32")
-        if width < 2:
-            raise ValueError(f"width must be >= 2, got {width}")
         self.latent_dim, self.image_size, self.channels = latent_dim, image_size, channels
         coarse, w = image_size // 4, width
         self.project = nn.Sequential(nn.Linear(latent_dim, w * coarse * coarse), nn.Unflatten(1, (w, coarse, coarse)), nn.SiLU())
