@@ -99,11 +99,12 @@ class TimedSnapshots(L.Callback):
 
 
 def points_of(run_dir: Path) -> list[dict[str, Any]]:
-    """The run's scored points: its snapshots, then the end of training (``last.ckpt``)."""
+    """The run's scored points: its snapshots, then the end of training (``last.ckpt``). A snapshot
+    of the last epoch is the final model again and is left out."""
     snapshots = json.loads((run_dir / SNAPSHOTS_FILE).read_text())["snapshots"] if (run_dir / SNAPSHOTS_FILE).is_file() else []
-    points = [{**s, "ckpt": run_dir / "checkpoints" / f"{s['name']}.ckpt", "eval": run_dir / f"eval_{s['name']}.json"}
-              for s in snapshots]
     summary = train_metrics(run_dir)
+    points = [{**s, "ckpt": run_dir / "checkpoints" / f"{s['name']}.ckpt", "eval": run_dir / f"eval_{s['name']}.json"}
+              for s in snapshots if s["epochs"] < summary["epochs"]]
     points.append({"name": "end", "train_s": summary["total_time_s"], "epochs": summary["epochs"],
                    "ckpt": last_checkpoint(run_dir), "eval": run_dir / EVAL_FILE})
     return points
