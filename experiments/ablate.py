@@ -10,12 +10,14 @@ configuration gives a curve of FID against training seconds.
 Writes, under --out (default runs/ablate/<data>):
   <config>/seed<s>/   the run folders (config.yaml, metrics.json, checkpoints/, snapshots.json,
                       eval_<snapshot>.json); a finished, scored run is reused on a rerun
-  ablate.csv          one row per (config, seed, point): training seconds, epochs, every metric
-  ablate.md           the table at the end of the budget (mean over seeds), best FID first
-  ablate.png          FID against training seconds, one line per configuration (mean over seeds)
+  <table>.csv         one row per (config, seed, point): training seconds, epochs, every metric
+  <table>.md          the table at the end of the budget (mean over seeds), best FID first
+  <table>.png         FID against training seconds, one line per configuration (mean over seeds)
+                      (<table>: --table, default "ablate")
 
-    python -m experiments.ablate                                  # every configuration, 1 seed
+    python -m experiments.ablate                                  # every lever, 1 seed (≈ 85 min)
     python -m experiments.ablate --configs base l1 ema --seeds 0 1
+    python -m experiments.ablate --configs lr --table lr_sweep    # learning-rate sweep of every model
     python -m experiments.ablate --list                           # the configurations and their flags
 """
 
@@ -28,12 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 
 from experiments.runner import CONFIGS as CONFIG_DIR
 from experiments.runner import (
-    ExperimentError, add_data_args, add_scoring_args, check_can_train, fit, markdown_table, max_time_flags, run_state,
-    script_main, script_parser, write_csv,
+    ExperimentError, add_data_args, add_scoring_args, check_can_train, fit, markdown_table, max_time_flags, mean_of,
+    run_state, script_main, script_parser, write_csv,
 )
 from neurosql_pl.evaluate import evaluate
 from neurosql_pl.files import write_json_atomic
@@ -41,7 +42,7 @@ from neurosql_pl.run_folder import EVAL_FILE, last_checkpoint, read_yaml, train_
 
 #: slug → (what it changes, model config piece, extra CLI flags). "base" is today's default.
 CONFIGS: dict[str, tuple[str, str, list[str]]] = {
-    "base": ("default: MSE, m = 256, random init, d = 16", "neurosql_mse", []),
+    "base": ("former default (neurosql_mse): MSE, m = 256, random init, d = 16", "neurosql_mse", []),
     "m2048": ("block size m = 2048", "neurosql_mse", ["--model.block_size", "2048"]),
     "sweeps3": ("3 block sweeps per assignment step", "neurosql_mse", ["--model.assign_sweeps", "3"]),
     "neighbours": ("blocks of alike images, 3 sweeps", "neurosql_mse",
@@ -57,8 +58,26 @@ CONFIGS: dict[str, tuple[str, str, list[str]]] = {
     "d8": ("latent dimension d = 8", "neurosql_mse", ["--model.latent_dim", "8"]),
     "d32": ("latent dimension d = 32", "neurosql_mse", ["--model.latent_dim", "32"]),
     "ball": ("lattice from the unit-ball reference grid", "neurosql_mse", ["--model.lattice_reference", "ball"]),
-    "vae": ("VAE, same decoder (reference)", "vae", []),
-    "gan": ("GAN, same generator (reference)", "gan", []),
+    "vae": ("VAE, same decoder, tuned lr 0.003 (reference)", "vae", []),
+    "gan": ("GAN, same generator, tuned lr 0.001 (reference)", "gan", []),
+    "default": ("the levers that won, together: neurosql.yaml, make train's default", "neurosql", []),
+    # learning-rate sweeps: the same tuning effort for every model (not in the default run)
+    "default_lr1e-3": ("neurosql.yaml, lr 0.001", "neurosql", ["--model.lr", "0.001"]),
+    "default_lr4e-3": ("neurosql.yaml, lr 0.004", "neurosql", ["--model.lr", "0.004"]),
+    "vae_lr3e-4": ("VAE, lr 0.0003", "vae", ["--model.lr", "0.0003"]),
+    "vae_lr1e-3": ("VAE, lr 0.001", "vae", ["--model.lr", "0.001"]),
+    "vae_lr1e-2": ("VAE, lr 0.01", "vae", ["--model.lr", "0.01"]),
+    "gan_lr1e-4": ("GAN, lr_g = lr_d = 0.0001", "gan", ["--model.lr_g", "0.0001", "--model.lr_d", "0.0001"]),
+    "gan_lr5e-4": ("GAN, lr_g = lr_d = 0.0005", "gan", ["--model.lr_g", "0.0005", "--model.lr_d", "0.0005"]),
+    "gan_lr2e-4": ("GAN, lr_g = lr_d = 0.0002", "gan", ["--model.lr_g", "0.0002", "--model.lr_d", "0.0002"]),
+}
+#: what `make ablate` runs: every lever alone, the references and their combination (≈ 85 min on 2 cores)
+DEFAULT_CONFIGS: list[str] = [slug for slug in CONFIGS if "_lr" not in slug]
+#: named groups accepted by --configs
+GROUPS: dict[str, list[str]] = {
+    "levers": DEFAULT_CONFIGS,
+    "lr": ["base", "default", "default_lr1e-3", "default_lr4e-3", "vae", "vae_lr3e-4", "vae_lr1e-3", "vae_lr1e-2",
+           "gan", "gan_lr1e-4", "gan_lr2e-4", "gan_lr5e-4"],
 }
 
 #: (column, eval.json metric key) of the table; KID is shown ×10³
@@ -96,6 +115,16 @@ class TimedSnapshots(L.Callback):
         if trainer.is_global_zero:
             write_json_atomic({"snapshots": self._taken}, run_dir / SNAPSHOTS_FILE)
         self._saving += time.perf_counter() - began
+
+
+def expand_configs(names: list[str]) -> list[str]:
+    """Configuration slugs of ``names`` (slugs or GROUPS names), in order, each once."""
+    slugs = list(dict.fromkeys(slug for name in names for slug in GROUPS.get(name, [name])))
+    unknown = [c for c in slugs if c not in CONFIGS]
+    if unknown:
+        raise ExperimentError(f"unknown configuration(s) {unknown}; choose from {', '.join(CONFIGS)} "
+                              f"or a group: {', '.join(GROUPS)}")
+    return slugs
 
 
 def points_of(run_dir: Path) -> list[dict[str, Any]]:
@@ -159,11 +188,6 @@ def run_config(slug: str, seed: int, args: argparse.Namespace, out: Path) -> lis
     return rows
 
 
-def mean_of(rows: list[dict[str, Any]], key: str) -> float | None:
-    values = [r[key] for r in rows if r.get(key) is not None]
-    return float(np.mean(values)) if values else None
-
-
 def table(rows: list[dict[str, Any]]) -> str:
     """The end-of-budget row of each configuration, mean over seeds, best FID first; real data last."""
     ends = [r for r in rows if r["point"] == "end"]
@@ -190,14 +214,17 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for slug in dict.fromkeys(r["config"] for r in rows):
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    colours = plt.get_cmap("tab20").colors
+    for i, slug in enumerate(dict.fromkeys(r["config"] for r in rows)):
         mine = [r for r in rows if r["config"] == slug and r["fid"] is not None]
         points = list(dict.fromkeys(r["point"] for r in mine))
         xs = [mean_of([r for r in mine if r["point"] == p], "train_s") for p in points]
         ys = [mean_of([r for r in mine if r["point"] == p], "fid") for p in points]
-        style = "--" if slug in ("vae", "gan") else ("-" if slug != "base" else "k-")
-        ax.plot(xs, ys, style, marker="o", label=slug, linewidth=2.5 if slug == "base" else 1.5)
+        style = "--" if slug.startswith(("vae", "gan")) else "-"
+        colour = {"base": "black", "default": "red"}.get(slug, colours[i % len(colours)])
+        ax.plot(xs, ys, style, color=colour, marker="os^vD<>p"[i % 8], label=slug,
+                linewidth=2.5 if slug in ("base", "default") else 1.5)
     ax.set_xlabel("training seconds (2-core CPU)")
     ax.set_ylabel("FID ↓")
     ax.set_yscale("log")
@@ -213,9 +240,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         for slug, (what, config, flags) in CONFIGS.items():
             print(f"{slug:11s} {what}: {config} {' '.join(flags)}")
         return []
-    unknown = [c for c in args.configs if c not in CONFIGS]
-    if unknown:
-        raise ExperimentError(f"unknown configuration(s) {unknown}; choose from {', '.join(CONFIGS)}")
+    args.configs = expand_configs(args.configs)
     out = Path(args.out or f"runs/ablate/{args.data}")
     out.mkdir(parents=True, exist_ok=True)
     for slug in args.configs:  # check every folder before hours of training
@@ -223,14 +248,14 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             check_can_train(out / slug / f"seed{seed}", args.force)
     began = time.perf_counter()
     rows = [row for slug in args.configs for seed in args.seeds for row in run_config(slug, seed, args, out)]
-    write_csv(rows, out / "ablate.csv")
+    write_csv(rows, out / f"{args.table}.csv")
     note = (f"{args.data}, first {args.subset} training images, {args.minutes:g} min of training per run "
             f"(capped at {args.max_epochs} epochs), seeds {', '.join(map(str, args.seeds))}; FID and KID from "
             f"N = {args.n} samples against held-out images ({args.features} features). The whole ablation "
             f"took {time.perf_counter() - began:.0f} s.")
     text = note + "\n\n" + table(rows)
-    (out / "ablate.md").write_text(text + "\n")
-    plot(rows, out / "ablate.png")
+    (out / f"{args.table}.md").write_text(text + "\n")
+    plot(rows, out / f"{args.table}.png")
     print(text, flush=True)
     return rows
 
@@ -238,14 +263,16 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 def build_parser() -> argparse.ArgumentParser:
     p = script_parser(__doc__)
     add_data_args(p, "ablate")
-    p.add_argument("--configs", nargs="+", default=list(CONFIGS), help="subset of the configurations (see --list)")
+    p.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS,
+                   help=f"configurations (see --list) or groups ({', '.join(GROUPS)}); default: the levers")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (the table shows their mean)")
     p.add_argument("--subset", type=int, default=10_000, help="training images (the first ones)")
-    p.add_argument("--minutes", type=float, default=3.0, help="training minutes per run")
-    p.add_argument("--every-minutes", type=float, default=1.5, help="a scored snapshot every this many training minutes")
+    p.add_argument("--minutes", type=float, default=2.0, help="training minutes per run")
+    p.add_argument("--every-minutes", type=float, default=1.0, help="a scored snapshot every this many training minutes")
     p.add_argument("--max-epochs", type=int, default=1000, help="epoch cap")
     p.add_argument("--list", action="store_true", help="print the configurations and exit")
-    add_scoring_args(p, n=500, force_help="train every configuration again, replacing its run folders", models=False)
+    p.add_argument("--table", default="ablate", help="name of the table files written under --out")
+    add_scoring_args(p, n=300, force_help="train every configuration again, replacing its run folders", models=False)
     return p
 
 

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from neurosql_pl.cli import NeuroSQLCLI
 from neurosql_pl.cli import main as cli
 from neurosql_pl.distribution_metrics import FID_METHODS
@@ -25,7 +27,7 @@ CONFIGS = Path(__file__).resolve().parent / "configs"
 
 #: model label → (experiments/configs/model piece, extra CLI flags) of the paper's comparison
 MODELS: dict[str, tuple[str, list[str]]] = {
-    "NeuroSQL": ("neurosql_mse", []),
+    "NeuroSQL": ("neurosql", []),
     "VAE": ("vae", []),
     "GAN": ("gan", []),
     "DDPM": ("ddpm", []),
@@ -166,6 +168,12 @@ def trained_and_scored(
         last_checkpoint(run_dir), n=n, data_dir=data_dir, features=features, fid_method=fid_method,
         seed=seed, log=lambda msg: print(f"    {msg}", flush=True),
     )
+
+
+def mean_of(rows: Sequence[dict[str, Any]], key: str) -> float | None:
+    """The mean of ``key`` over the rows that have a value for it (None when none has)."""
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return float(np.mean(values)) if values else None
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:

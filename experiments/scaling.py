@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.runner import ExperimentError, fit, script_main, script_parser, write_csv
+from experiments.runner import MODELS, ExperimentError, fit, script_main, script_parser, write_csv
 from neurosql_pl.run_folder import epoch_times
 
 
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     models = [("VAE", "vae", []), ("GAN", "gan", [])]
-    models += [(f"NeuroSQL m={m}", "neurosql_mse", ["--model.block_size", str(m)]) for m in args.blocks]
+    models += [(f"NeuroSQL m={m}", args.neurosql_config, ["--model.block_size", str(m)]) for m in args.blocks]
     rows = []
     for n in args.sizes:
         for label, config, extra in models:
@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 5000, 10000, 20000, 60000])
     parser.add_argument("--blocks", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--neurosql-config", default=MODELS["NeuroSQL"][0], help="model piece for NeuroSQL")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per run; the first is excluded from the mean")
     return parser
 

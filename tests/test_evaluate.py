@@ -95,6 +95,20 @@ def test_missing_and_corrupt_checkpoints_fail_clearly(tiny_run, tmp_path, capsys
         E.evaluate(tiny_run["ckpt"], n=8, features="random-conv", data_dir=str(tmp_path / "empty"), log=None)
 
 
+def test_truncated_sampling_is_scored_into_its_own_file(tiny_run):
+    """--truncation t: eval_truncation<t>.json beside the run's eval.json, which stays as it was;
+    the setting is recorded; an impossible threshold is refused before anything is loaded."""
+    plain = tiny_run["run"] / "eval.json"
+    before = plain.read_bytes() if plain.is_file() else None
+    report = E.evaluate(tiny_run["ckpt"], n=8, features="random-conv", use_cache=False, kid_subsets=5, prdc_k=3,
+                        truncation=1.0, log=None)
+    assert report["eval_json"] == str(tiny_run["run"] / "eval_truncation1.json")
+    assert report["settings"]["truncation"] == 1.0
+    assert (plain.read_bytes() if plain.is_file() else None) == before
+    with pytest.raises(E.EvaluationError, match="truncation must be"):
+        E.evaluate(tiny_run["ckpt"], n=8, features="random-conv", truncation=-1.0, log=None)
+
+
 def test_evaluate_with_the_inception_features(tiny_run, tmp_path, capsys):
     """The real TF-Inception (8 samples, 8 held-out and 8 training images), through the command line."""
     out = tmp_path / "eval.json"

@@ -25,7 +25,8 @@ def load_script(name: str):
 def test_scaling_writes_csv_plot_and_table_with_one_row_per_model_and_size(tiny_mnist: Path, tmp_path: Path) -> None:
     scaling = load_script("scaling")
     out = tmp_path / "scaling"
-    scaling.run(argparse.Namespace(out=str(out), data_dir=str(tiny_mnist), sizes=[32, 64], blocks=[16], epochs=2))
+    scaling.run(scaling.build_parser().parse_args(
+        ["--out", str(out), "--data-dir", str(tiny_mnist), "--sizes", "32", "64", "--blocks", "16", "--epochs", "2"]))
     rows = list(csv.DictReader(open(out / "scaling.csv")))
     assert {(r["label"], int(r["N"])) for r in rows} == {
         (label, n) for label in ("VAE", "GAN", "NeuroSQL m=16") for n in (32, 64)
@@ -49,25 +50,35 @@ def test_compare_trains_scores_and_reuses_every_model(tiny_mnist: Path, tmp_path
             "--n", "16", "--features", "random-conv", "--block-size", "16", "--", "--data.batch_size", "16"]
     rows = compare.run(compare.build_parser().parse_args(argv))
     assert [r["model"] for r in rows] == ["NeuroSQL", "VAE", "GAN", "DDPM", "real data (train vs held-out)"]
+    assert [r["seeds"] for r in rows] == [2, 2, 2, 1, None]  # seeds 0 and 1; the DDPM seed 0 only
     for row in rows[:4]:
         assert row["epochs"] == 1 and row["train_time_s"] > 0
         assert math.isfinite(row["fid"]) and row["fid"] >= 0 and 0 <= row["coverage"] <= 1
         assert row["pixel_syn_to_train"] > 0 and row["pixel_train_to_syn"] > 0
     assert rows[0]["recon_mse"] is not None and rows[2]["recon_mse"] is None  # NeuroSQL reconstructs, the GAN not
     csv_rows = list(csv.DictReader(open(out / "compare.csv")))
-    assert [r["model"] for r in csv_rows] == [r["model"] for r in rows]
+    per_seed = [r for r in csv_rows if r["seed"] in ("0", "1")]
+    assert [(r["model"], r["seed"]) for r in per_seed] == [
+        ("NeuroSQL", "0"), ("NeuroSQL", "1"), ("VAE", "0"), ("VAE", "1"), ("GAN", "0"), ("GAN", "1"), ("DDPM", "0")]
+    fids = [float(r["fid"]) for r in per_seed[:2]]
+    assert fids[0] != fids[1]  # the seeds train different models
+    assert float(csv_rows[7]["fid"]) == pytest.approx(sum(fids) / 2) and rows[0]["fid_range"] == (
+        f"{min(fids):.1f}–{max(fids):.1f}")
+    assert [r["model"] for r in csv_rows[7:]] == [r["model"] for r in rows]
     table = (out / "compare.md").read_text()
-    assert "1 epochs per model" in table and table.count("\n| ") == 6  # header + 5 rows
+    assert "1 epochs per model, training seeds 0, 1, mean over seeds (DDPM: seed 0 only)" in table
+    assert table.count("\n| ") == 6  # header + 5 rows
     grid = Image.open(out / "compare.png")
     assert grid.width > 4 * grid.height  # five panels side by side
 
-    stamps = {d.name: (d / "eval.json").stat().st_mtime_ns for d in out.iterdir() if d.is_dir()}
-    assert set(stamps) == {"neurosql", "vae", "gan", "ddpm"}
+    stamps = {str(d.relative_to(out)): (d / "eval.json").stat().st_mtime_ns for d in out.glob("*/seed*")}
+    assert set(stamps) == {"neurosql/seed0", "neurosql/seed1", "vae/seed0", "vae/seed1", "gan/seed0", "gan/seed1",
+                           "ddpm/seed0"}
     capsys.readouterr()
     again = compare.run(compare.build_parser().parse_args(argv))  # finished models are reused, not retrained
-    assert capsys.readouterr().out.count("reusing") == 4
+    assert capsys.readouterr().out.count("reusing") == 7
     assert [r["fid"] for r in again] == [r["fid"] for r in rows]
-    assert stamps == {d.name: (d / "eval.json").stat().st_mtime_ns for d in out.iterdir() if d.is_dir()}
+    assert stamps == {str(d.relative_to(out)): (d / "eval.json").stat().st_mtime_ns for d in out.glob("*/seed*")}
 
 
 def test_compare_time_budget_stops_training_and_unfinished_runs_are_kept(tiny_mnist: Path, tmp_path: Path, monkeypatch) -> None:
@@ -75,13 +86,15 @@ def test_compare_time_budget_stops_training_and_unfinished_runs_are_kept(tiny_mn
     compare = load_script("compare")
     out = tmp_path / "compare"
     argv = ["--data-dir", str(tiny_mnist), "--out", str(out), "--models", "NeuroSQL", "--minutes", "0.02",
-            "--max-epochs", "100000", "--n", "16", "--features", "random-conv", "--block-size", "16", "--", "--data.batch_size", "16"]
+            "--max-epochs", "100000", "--n", "16", "--features", "random-conv", "--block-size", "16", "--seeds", "3",
+            "--", "--data.batch_size", "16"]
     (row, _) = compare.run(compare.build_parser().parse_args(argv))
     assert 1 <= row["epochs"] < 100000 and row["train_time_s"] < 30  # 1.2 s of training, then stopped
-    assert "0.02 min of training per model" in (out / "compare.md").read_text()
+    assert "0.02 min of training per model (capped at 100000 epochs), training seed 3;" in (out / "compare.md").read_text()
+    assert (out / "neurosql" / "seed3" / "eval.json").is_file()
 
-    unfinished = out / "vae"
-    unfinished.mkdir()
+    unfinished = out / "vae" / "seed3"
+    unfinished.mkdir(parents=True)
     (unfinished / "notes.txt").write_text("mine")
     with pytest.raises(runner.ExperimentError, match="unfinished run.*--force"):
         compare.run(compare.build_parser().parse_args([*argv[:5], "VAE", *argv[6:]]))
@@ -175,5 +188,30 @@ def test_ablate_scores_snapshots_along_training_and_reuses_finished_runs(tiny_mn
     again = ablate.run(ablate.build_parser().parse_args(argv))  # finished and scored: nothing retrains
     assert last.stat().st_mtime_ns == stamp
     assert [r["fid"] for r in again] == [r["fid"] for r in rows]
+    table = (out / "ablate.md").read_text()  # rewritten, with this run's (shorter) time
+    again = ablate.run(ablate.build_parser().parse_args([*argv[:argv.index("--")], "--table", "again", "--", *argv[argv.index("--") + 1:]]))
+    assert (out / "again.md").is_file() and (out / "ablate.md").read_text() == table  # --table: own files
     with pytest.raises(runner.ExperimentError, match="unknown configuration"):
         ablate.run(ablate.build_parser().parse_args(["--configs", "nope", "--out", str(out)]))
+
+
+def test_ablate_learning_rate_sweep_gives_every_model_the_same_tuning() -> None:
+    """Each model of the lr group (NeuroSQL's default, VAE, GAN) gets at least three learning
+    rates, its config's own among them (a tuned setting is one that was measured); the default
+    run holds no sweep member."""
+    ablate = load_script("ablate")
+    sweep = ablate.expand_configs(["lr"])
+    assert ablate.expand_configs(["base", "lr", "base"]) == sweep  # each once, in order
+    per_model: dict[str, set[str]] = {}
+    for slug in sweep:
+        _, config, flags = ablate.CONFIGS[slug]
+        if config == "neurosql_mse":
+            continue  # today's default, the ablation's reference line
+        own = ablate.read_yaml(runner.CONFIGS / "model" / f"{config}.yaml")["model"]["init_args"]
+        lr = flags[flags.index(next(f for f in flags if f.startswith("--model.lr"))) + 1] if flags else str(own.get("lr", own.get("lr_g")))
+        per_model.setdefault(config, set()).add(float(lr))
+    assert set(per_model) == {"neurosql", "vae", "gan"}
+    for config, lrs in per_model.items():
+        own = ablate.read_yaml(runner.CONFIGS / "model" / f"{config}.yaml")["model"]["init_args"]
+        assert len(lrs) >= 3 and float(own.get("lr", own.get("lr_g"))) in lrs, config
+    assert not any("_lr" in slug for slug in ablate.expand_configs(ablate.DEFAULT_CONFIGS))

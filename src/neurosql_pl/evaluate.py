@@ -81,6 +81,7 @@ from .features import (
     stats_cache_key,
 )
 from .files import write_json_atomic
+from .prior import check_truncation
 from .run_folder import (
     EVAL_FILE,
     EvaluationError,
@@ -186,12 +187,19 @@ def _choose(n_total: int, n: int, generator: torch.Generator) -> Tensor:
 
 
 @torch.no_grad()
-def draw_samples(model: Any, n: int, seed: int, batch_size: int) -> Tensor:
-    """n samples in batches, one seeded CPU generator for all of them: (n, C, H, W) on the CPU."""
+def draw_samples(model: Any, n: int, seed: int, batch_size: int, truncation: float | None = None) -> Tensor:
+    """n samples in batches, one seeded CPU generator for all of them: (n, C, H, W) on the CPU.
+    ``truncation``: the prior's truncation (``prior.sample_prior``); None draws from N(0, I)."""
     generator = torch.Generator().manual_seed(seed)
+    kwargs: dict[str, Any] = {}
+    if truncation is not None:
+        if "truncation" not in inspect.signature(model.sample).parameters:
+            raise EvaluationError(f"{type(model).__name__} does not sample from a latent prior; --truncation applies "
+                                  "to NeuroSQL, the VAE and the GAN only")
+        kwargs["truncation"] = truncation
     out = []
     for s in range(0, n, batch_size):
-        x = model.sample(min(batch_size, n - s), generator=generator)
+        x = model.sample(min(batch_size, n - s), generator=generator, **kwargs)
         out.append(x.detach().float().cpu())
     samples = torch.cat(out)
     if not torch.isfinite(samples).all():
@@ -199,7 +207,7 @@ def draw_samples(model: Any, n: int, seed: int, batch_size: int) -> Tensor:
     return samples.clamp(-1.0, 1.0)
 
 
-def draw(model: Any, dm: Any, n: int, seed: int, batch_size: int) -> Drawn:
+def draw(model: Any, dm: Any, n: int, seed: int, batch_size: int, truncation: float | None = None) -> Drawn:
     """N samples of the model, and up to N training and N held-out images of ``dm`` chosen with ``seed``."""
     n_train_total = int(dm.num_samples)
     held = heldout_dataset(dm)
@@ -209,7 +217,7 @@ def draw(model: Any, dm: Any, n: int, seed: int, batch_size: int) -> Drawn:
     x_train = dm.train_images(train_idx).float()
     x_test = dataset_images(held, test_idx)
     t0 = time.perf_counter()
-    samples = draw_samples(model, n, seed, batch_size)
+    samples = draw_samples(model, n, seed, batch_size, truncation)
     sample_s = time.perf_counter() - t0
     if samples.shape[1:] != x_test.shape[1:] or x_train.shape[1:] != x_test.shape[1:]:
         raise EvaluationError(
@@ -437,13 +445,17 @@ def format_markdown(report: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- evaluate
 
 
-def _check_options(n: int, prdc_k: int, fid_method: str, features: str) -> None:
+def _check_options(n: int, prdc_k: int, fid_method: str, features: str, truncation: float | None) -> None:
     if n < max(prdc_k + 1, 2):
         raise EvaluationError(f"n must be at least {max(prdc_k + 1, 2)} (PRDC uses k={prdc_k} neighbours), got {n}")
     if fid_method not in FID_METHODS:
         raise EvaluationError(f"unknown fid_method {fid_method!r}; choose one of {', '.join(FID_METHODS)}")
     if features not in FEATURE_EXTRACTORS:
         raise EvaluationError(f"unknown --features {features!r}; choose one of {', '.join(FEATURE_EXTRACTORS)}")
+    try:
+        check_truncation(truncation)
+    except ValueError as err:
+        raise EvaluationError(str(err)) from err
 
 
 def evaluate(
@@ -465,6 +477,7 @@ def evaluate(
     memorisation_threshold: float = 0.5,
     baseline: bool = True,
     fid_method: FidMethod = "torchmetrics",
+    truncation: float | None = None,
     extractor: nn.Module | None = None,
     log: Log | None = print,
 ) -> dict[str, Any]:
@@ -474,7 +487,8 @@ def evaluate(
     Args:
         ckpt: Lightning checkpoint, e.g. runs/mnist/checkpoints/last.ckpt.
         n: number of samples N (and at most N training and N held-out images).
-        out: eval.json path (default: <run folder>/eval.json).
+        out: eval.json path (default: <run folder>/eval.json; with ``truncation`` t,
+            <run folder>/eval_truncation<t>.json).
         data_config: YAML with a data: section (experiments/configs/data/<name>.yaml or a run's
             config.yaml); default: the run folder's config.yaml, else the checkpoint's
             datamodule hyper-parameters.
@@ -498,17 +512,19 @@ def evaluate(
         fid_method: torchmetrics (≈1 min per FID at D=2048 on a 2-core CPU) or eigh (the same
             value from symmetric eigensolvers, several times faster; see
             distribution_metrics.frechet_distance).
+        truncation: draw the samples' codes from N(0, I) truncated to |z_j| ≤ truncation
+            (NeuroSQL, VAE, GAN; see prior.sample_prior); null: the plain prior.
         extractor: a feature module to use instead of ``features`` (Python callers only): images
             (B, C, H, W) in [-1, 1] → (B, D); its ``id`` keys the cache.
         log: progress messages (None: silent).
     """
     t_start = time.perf_counter()
     say = log or (lambda _msg: None)
-    _check_options(n, prdc_k, fid_method, features)
+    _check_options(n, prdc_k, fid_method, features, truncation)
     run = load(ckpt, data_config, device)
     say(f"model {run.class_path} from {run.ckpt}; data {run.data['class_path']} ({run.data_source}); device {run.device}")
 
-    drawn = draw(run.model, build_datamodule(run.data, data_dir), n, seed, batch_size)
+    drawn = draw(run.model, build_datamodule(run.data, data_dir), n, seed, batch_size, truncation)
     say(f"{n} samples in {drawn.sample_s:.1f} s; {drawn.train.shape[0]} training and {drawn.heldout.shape[0]} "
         f"held-out images (of {drawn.n_train_total} and {drawn.n_heldout_total})")
 
@@ -537,11 +553,12 @@ def evaluate(
     settings = {"features": features_name, "feature_extractor_id": extractor_id(extractor),
                 "kid_subset_size": info["kid_subset_size"], "kid_subsets": kid_subsets, "fid_method": fid_method,
                 "prdc_k": prdc_k, "perceptual": perceptual, "memorisation_threshold": memorisation_threshold,
-                "seed": seed}
+                "seed": seed, "truncation": truncation}
     timing = {"sample_s": drawn.sample_s, "features_s": info["features_s"], "features_s_per_image": info["features_s"] / n,
               "real_stats_from_cache": info["real_stats_from_cache"], "eval_total_s": time.perf_counter() - t_start}
     report = make_report(run, drawn, settings, metrics, timing)
-    out_path = Path(out) if out is not None else run.run_dir / EVAL_FILE
+    out_path = Path(out) if out is not None else run.run_dir / (
+        EVAL_FILE if truncation is None else f"eval_truncation{truncation:g}.json")
     write_json_atomic(report, out_path)
     report["eval_json"] = str(out_path)
     return report

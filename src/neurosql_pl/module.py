@@ -34,6 +34,7 @@ from .images import ImageSource, trainer_images
 from .lattice import load_or_build_lattice
 from .losses import ReconstructionLoss
 from .networks import build_generator, check_upsample
+from .prior import sample_prior
 from .training_utils import WeightEMA, check_ema_decay, check_finite_loss, eval_mode, match_ema_state, sampling_network, update_ema
 
 BATCH = 512  # images per generator / loss-network pass outside training (feature banks, costs, sampling)
@@ -428,9 +429,10 @@ class NeuroSQL(L.LightningModule):
     # ---------------------------------------------------------------- using the model
     # sample, reconstruct and interpolate use the EMA generator when there is one (ema_decay > 0)
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n new images G(z) from z ~ N(0, I_d): (n, C, H, W) in [-1, 1]."""
-        z = torch.randn(n, self.hparams.latent_dim, generator=generator).to(self.device)
+    def sample(self, n: int, generator: torch.Generator | None = None, truncation: float | None = None) -> torch.Tensor:
+        """n new images G(z) from z ~ N(0, I_d) (``truncation`` t: components redrawn until
+        |z_j| ≤ t, see ``prior.sample_prior``): (n, C, H, W) in [-1, 1]."""
+        z = sample_prior(n, self.hparams.latent_dim, generator, truncation).to(self.device)
         return self._generate(z, self.sampling_generator)
 
     @torch.no_grad()

@@ -37,6 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..networks import build_encoder, build_generator, check_upsample
+from ..prior import sample_prior
 from ..training_utils import WeightEMA, check_ema_decay, check_finite_loss, eval_mode, match_ema_state, sampling_network, update_ema
 from .common import ImageModelBase
 
@@ -157,9 +158,10 @@ class VAE(ImageModelBase):
 
     # ---------------------------------------------------------------- using the model
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n new images D(z), z ~ N(0, I_d): (n, C, H, W) in [-1, 1] (D: the EMA decoder when ema_decay > 0)."""
-        z = torch.randn(n, self.hparams.latent_dim, generator=generator).to(self.device)
+    def sample(self, n: int, generator: torch.Generator | None = None, truncation: float | None = None) -> torch.Tensor:
+        """n new images D(z), z ~ N(0, I_d) (truncated at ``truncation``, see ``prior``): (n, C, H, W) in [-1, 1]
+        (D: the EMA decoder when ema_decay > 0)."""
+        z = sample_prior(n, self.hparams.latent_dim, generator, truncation).to(self.device)
         decoder = sampling_network(self.ema_decoder, self.decoder)
         with eval_mode(decoder):
             return decoder(z)
