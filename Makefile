@@ -8,15 +8,17 @@ OUT    ?= runs/$(DATA)
 ARGS   ?=
 SWEEP_FILE ?= experiments/sweeps/neurosql_mnist.yaml
 N      ?= 1000
-CONFIGS = --config experiments/configs/trainer/default.yaml \
-          --config experiments/configs/model/$(MODEL).yaml \
-          --config experiments/configs/data/$(DATA).yaml
+SEED   ?= 0
+TRAINER ?= default
+CONFIGS = --config experiments/configs/model/$(MODEL).yaml \
+          --config experiments/configs/data/$(DATA).yaml \
+          --config experiments/configs/trainer/$(TRAINER).yaml
 
-.PHONY: help install train data eval compare ablate scaling fewshot latent2d test test-all bench sweep agent sweep-dry clean
+.PHONY: help install train data eval sample compare ablate scaling fewshot latent2d test test-all bench sweep agent sweep-dry clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: DATA=$(DATA) MODEL=$(MODEL) OUT=$(OUT) ARGS='--model.rho 0.5 …'"
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "  variables: DATA=$(DATA) MODEL=$(MODEL) TRAINER=$(TRAINER) OUT=$(OUT) N=$(N) ARGS='--model.rho 0.5 …'"
 	@echo "  DATA: $$(ls experiments/configs/data | sed 's/\.yaml//' | tr '\n' ' ')  MODEL: $$(ls experiments/configs/model | sed 's/\.yaml//' | tr '\n' ' ')"
 
 install: $(VENV)/.installed  ## create .venv with the pinned requirements (once)
@@ -28,9 +30,10 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
-train: install  ## train MODEL on DATA (default: NeuroSQL, MSE, MNIST) into OUT; extra CLI flags in ARGS
+train: install  ## train MODEL on DATA (default: MODEL=neurosql, DATA=mnist) into OUT; extra CLI flags in ARGS
 	@test -f experiments/configs/data/$(DATA).yaml || { echo "unknown DATA=$(DATA); choose one of: $$(ls experiments/configs/data | sed 's/\.yaml//' | tr '\n' ' ')"; exit 2; }
 	@test -f experiments/configs/model/$(MODEL).yaml || { echo "unknown MODEL=$(MODEL); choose one of: $$(ls experiments/configs/model | sed 's/\.yaml//' | tr '\n' ' ')"; exit 2; }
+	@test -f experiments/configs/trainer/$(TRAINER).yaml || { echo "unknown TRAINER=$(TRAINER); choose one of: $$(ls experiments/configs/trainer | sed 's/\.yaml//' | tr '\n' ' ')"; exit 2; }
 	$(PY) -m neurosql_pl fit $(CONFIGS) --trainer.default_root_dir $(OUT) $(ARGS)
 
 data: install  ## download (or check, for manual-download datasets) DATA into data/
@@ -39,6 +42,10 @@ data: install  ## download (or check, for manual-download datasets) DATA into da
 eval: install  ## score CKPT=<run>/checkpoints/last.ckpt with N samples: writes <run>/eval.json, prints a table
 	@test -n "$(CKPT)" || { echo "set CKPT=<run folder>/checkpoints/last.ckpt"; exit 2; }
 	$(PY) -m neurosql_pl.evaluate --ckpt $(CKPT) --n $(N) $(ARGS)
+
+sample: install  ## N samples of CKPT=<run>/checkpoints/last.ckpt: PNGs, grid.png, samples.npz (SEED=0)
+	@test -n "$(CKPT)" || { echo "set CKPT=<run folder>/checkpoints/last.ckpt"; exit 2; }
+	$(PY) -m neurosql_pl sample --ckpt $(CKPT) --n $(N) --seed $(SEED) $(ARGS)
 
 compare: install  ## NeuroSQL vs VAE, GAN, DDPM on DATA, same wall time each, all metrics (OUT=runs/compare/DATA)
 	$(PY) -m experiments.compare --data $(DATA) --out $(if $(filter runs/$(DATA),$(OUT)),runs/compare/$(DATA),$(OUT)) $(ARGS)
@@ -71,7 +78,7 @@ agent: install  ## run trials of SWEEP=<entity/project/sweep_id>
 	@test -n "$(SWEEP)" || { echo "set SWEEP=<entity/project/sweep_id> (printed by make sweep)"; exit 2; }
 	$(VENV)/bin/wandb agent $(SWEEP)
 
-sweep-dry: install  ## one trial of SWEEP_FILE, offline, no login (extra flags in ARGS)
+sweep-dry: install  ## two trials of SWEEP_FILE, offline, no login: their run folders and val/kid (extra flags in ARGS)
 	$(PY) -m neurosql_pl.sweeps $(SWEEP_FILE) -- $(ARGS)
 
 clean:  ## remove caches (keeps .venv, data and runs)

@@ -117,3 +117,60 @@ def test_unknown_data_name_is_refused_by_make(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "unknown DATA=imagenet; choose one of:" in done.stdout and "mnist" in done.stdout
+
+
+@pytest.mark.parametrize(("flag", "message"), [
+    (["--data.subset", "0"], "error: subset must be in 1..N (N = number of training images), got 0"),
+    (["--model.block_size", "0"], "error: block_size (m) must be >= 2, got 0"),
+    (["--config", str(REPO / "experiments" / "configs" / "data" / "folder.yaml"), "--data.image_size", "0"],
+     "error: image_size must be ≥ 1 (pixels per side), got 0"),
+])
+def test_an_impossible_setting_on_the_command_line_is_one_line(flag, message, tiny_mnist: Path, tmp_path: Path) -> None:
+    """A constructor's ValueError, not jsonargparse's 'Union subtypes' report with a Namespace dump."""
+    with pytest.raises(SystemExit) as info:
+        main(tiny_fit_args(tiny_mnist, tmp_path / "run", tmp_path / "lattices", "--trainer.logger", "false", *flag))
+    text = str(info.value.code)
+    assert text.startswith(message) and "\n" not in text and "Union" not in text and "Namespace" not in text
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(("flag", "message"), [
+    (["--data.image_size", "64"], "error: --data (neurosql_pl.datamodules.MNISTDataModule): Option 'image_size' is not accepted"),
+    (["--trainer.max_epochs", "many"], "error: --trainer.max_epochs: Expected a <class 'int'>"),
+    (["--bogus", "1"], "error: unrecognized arguments: --bogus 1"),
+])
+def test_a_wrong_option_is_one_line_without_the_usage_text(flag, message, tiny_mnist: Path, tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(tiny_fit_args(tiny_mnist, tmp_path / "run", tmp_path / "lattices", "--trainer.logger", "false", *flag))
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith(message) and err.count("\n") == 1 and "usage" not in err
+
+
+def test_a_truncated_resume_checkpoint_is_named_with_the_checkpoints_left(tiny_mnist: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    main(tiny_fit_args(tiny_mnist, run, tmp_path / "lattices", "--trainer.logger", "false",
+                       "--checkpoint.save_top_k", "-1"))  # last.ckpt and one file per epoch
+    last = run / "checkpoints" / "last.ckpt"
+    whole = last.read_bytes()
+    last.write_bytes(whole[: len(whole) // 2])  # as a crash in the middle of a save leaves it
+    before = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
+    with pytest.raises(SystemExit) as info:
+        main(tiny_fit_args(tiny_mnist, run, tmp_path / "lattices", "--trainer.logger", "false",
+                           "--trainer.max_epochs", "3", "--ckpt_path", str(last)))
+    text = str(info.value.code)
+    assert text.startswith(f"error: --ckpt_path {last} is truncated or not a checkpoint")
+    assert "checkpoints left in" in text and "epoch=0-step=4.ckpt" in text and "epoch=1-step=8.ckpt" in text
+    assert {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()} == before  # nothing changed
+
+    not_there = run / "checkpoints" / "epoch=9.ckpt"
+    with pytest.raises(SystemExit, match=r"epoch=9.ckpt does not exist\. Nothing was changed; checkpoints left in"):
+        main(tiny_fit_args(tiny_mnist, run, tmp_path / "lattices", "--trainer.logger", "false", "--ckpt_path", str(not_there)))
+
+
+def test_make_help_lists_every_target(tmp_path: Path) -> None:
+    makefile = (REPO / "Makefile").read_text()
+    targets = {line.split(":")[0] for line in makefile.splitlines() if "## " in line and line[:1].isalpha()}
+    assert {"latent2d", "sample", "train", "test"} <= targets
+    done = subprocess.run(["make", "-s", "-C", str(REPO), "help"], capture_output=True, text=True, timeout=60)
+    listed = {line.split()[1] for line in done.stdout.splitlines() if line.startswith("  make ")}
+    assert listed == targets

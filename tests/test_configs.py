@@ -57,3 +57,19 @@ def test_the_cli_accepts_short_names(tmp_path: Path):
     )
     assert type(cli.model).__name__ == "NeuroSQL" and type(cli.datamodule).__name__ == "MNISTDataModule"
     assert cli.model.hparams.pixel == "l2"  # from model/neurosql_mse
+
+
+def test_the_gpu_trainer_piece_sets_precision_workers_quality_and_best_by_kid(tiny_mnist: Path, tmp_path: Path):
+    """Its data settings land on whichever data piece comes before it; on this CPU only the
+    accelerator is overridden, and nothing is trained (run=False)."""
+    from neurosql_pl.quality_callback import SampleQuality
+
+    cli = main(["--config", "model/neurosql", "--config", "data/mnist", "--config", "trainer/gpu",
+                "--trainer.accelerator", "cpu", "--trainer.logger", "false", "--data.data_dir", str(tiny_mnist),
+                "--trainer.default_root_dir", str(tmp_path / "run")], run=False)
+    assert cli.trainer.precision == "bf16-mixed"
+    assert cli.datamodule.num_workers == 8 and cli.datamodule.pin_memory and cli.datamodule.batch_size == 128
+    quality = [c for c in cli.trainer.callbacks if isinstance(c, SampleQuality)]
+    assert len(quality) == 1 and quality[0].n == 2000 and quality[0].every_n_epochs == 1
+    assert cli.trainer.checkpoint_callback.monitor == "val/kid" and cli.trainer.checkpoint_callback.mode == "min"
+    assert cli.trainer.checkpoint_callback.save_last

@@ -188,3 +188,22 @@ def test_l1_cost_from_precomputed_features_needs_no_images(pixel):
     assert loss.feature_dims((1, 8, 8)) == ((0, 64) if pixel == "l1" else (0, 64 + 16 + 4 + 1))
     assert feats.shape == (4, loss.feature_dim((1, 8, 8)))
     assert _rel_err(loss.cost_matrix(None, y, x_features=feats), _pairwise_forward(loss, x, y)) <= 1e-4
+
+
+def test_costs_stay_exact_under_bf16_autocast_and_reduced_matmul_precision() -> None:
+    """What a GPU trainer piece switches on (bf16-mixed, TF32 / "medium" matmuls) must not reach the
+    assignment's cost GEMMs: they match the float64 reference, and the caller's setting comes back."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(300, 96, generator=g) + 3.0, torch.randn(200, 96, generator=g) + 3.0  # offset: cancellation
+    sq_ref, l1_ref = pairwise_sq_dists(a.double(), b.double()), pairwise_l1(a.double(), b.double())
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            sq, l1 = pairwise_sq_dists(a, b), pairwise_l1(a, b)
+            assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert sq.dtype == l1.dtype == torch.float32
+    assert ((sq.double() - sq_ref).abs().max() / sq_ref.abs().max()).item() < 1e-5
+    assert ((l1.double() - l1_ref).abs().max() / l1_ref.abs().max()).item() < 1e-5

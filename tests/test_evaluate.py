@@ -135,3 +135,39 @@ def test_command_line_takes_the_parameters_of_evaluate_in_both_spellings():
     with pytest.raises(SystemExit) as info:
         E.parse_options(["--ckpt", "a.ckpt", "--features", "vgg"])
     assert info.value.code == 2
+
+
+class _NoiseModel:
+    """Stands in for a trained model: sample(n, generator) → noise images (n, 3, 8, 8) in [-1, 1]."""
+
+    def sample(self, n: int, generator=None):
+        import torch
+
+        return torch.rand(n, 3, 8, 8, generator=generator) * 2 - 1
+
+
+def test_a_run_without_held_out_images_says_how_and_can_score_against_training_images(tmp_path):
+    import torch
+
+    from neurosql_pl.datamodules import ImageFolderDataModule
+    from tests.helpers.image_files import write_image_folder
+
+    dm = ImageFolderDataModule(data_dir=str(write_image_folder(tmp_path, 12)), image_size=8, val_fraction=0.0)
+    dm.setup("fit")
+    with pytest.raises(E.EvaluationError, match=r"held none out.*--data.val_fraction 0.1.*--reference train"):
+        E.draw(_NoiseModel(), dm, n=4, seed=0, batch_size=4)
+    drawn = E.draw(_NoiseModel(), dm, n=4, seed=0, batch_size=4, reference="train")
+    every = dm.train_images(torch.arange(12)).float()
+    chosen = [int((every - img).abs().flatten(1).sum(1).argmin()) for img in drawn.heldout]
+    assert all(torch.equal(every[i], img) for i, img in zip(chosen, drawn.heldout))  # training images ...
+    assert set(chosen).isdisjoint(drawn.train_idx.tolist()) and len(set(chosen)) == 4  # ... not the chosen ones
+    assert drawn.n_heldout_total == 8
+
+
+def test_scoring_against_training_images_is_labelled(tiny_run, tmp_path):
+    report = E.evaluate(tiny_run["ckpt"], n=8, out=tmp_path / "eval.json", features="random-conv", use_cache=False,
+                        kid_subsets=5, prdc_k=3, reference="train", log=None)
+    assert report["settings"]["fid_reference"] == "training images" and report["settings"]["reference"] == "train"
+    assert "**Scored against training images**" in E.format_markdown(report)
+    with pytest.raises(E.EvaluationError, match="unknown reference 'test'"):
+        E.evaluate(tiny_run["ckpt"], n=8, features="random-conv", reference="test", log=None)

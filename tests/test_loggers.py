@@ -105,3 +105,44 @@ def test_without_credentials_a_run_starts_offline_and_never_asks_for_a_login(hom
     finally:
         run.finish()
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+
+
+def test_a_resume_continues_the_same_wandb_run_with_steps_that_carry_on(home, monkeypatch, tmp_path, tiny_mnist):
+    """Two fits into one run folder, the second resumed with --ckpt_path: one W&B run id (in the run
+    folder, in the checkpoint, and in the offline run directories W&B writes, which `wandb sync`
+    uploads as one run); the logged global steps of the second go on from the first's."""
+    import torch
+    import wandb
+
+    from neurosql_pl.cli import main
+    from neurosql_pl.loggers import CHECKPOINT_KEY, RUN_ID_FILE
+    from tests.helpers.cli_args import tiny_fit_args
+
+    wandb.finish()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    steps: list[int] = []
+    original = AutoWandbLogger.log_metrics
+
+    def record(self, metrics, step=None):
+        steps.append(step)
+        return original(self, metrics, step)
+
+    monkeypatch.setattr(AutoWandbLogger, "log_metrics", record)
+    run = tmp_path / "run"
+    common = ["--trainer.log_every_n_steps", "1", "--model.perceptual", "null"]
+    main(tiny_fit_args(tiny_mnist, run, tmp_path / "lattices", *common))
+    run_id = (run / RUN_ID_FILE).read_text().strip()
+    last = run / "checkpoints" / "last.ckpt"
+    assert len(run_id) == 8 and torch.load(last, weights_only=False)[CHECKPOINT_KEY] == run_id
+    first = list(steps)
+    steps.clear()
+    main(tiny_fit_args(tiny_mnist, run, tmp_path / "lattices", *common, "--trainer.max_epochs", "3", "--ckpt_path", str(last)))
+    assert (run / RUN_ID_FILE).read_text().strip() == run_id
+    assert torch.load(last, weights_only=False)[CHECKPOINT_KEY] == run_id
+    assert min(steps) >= max(first) == 8 and max(steps) == 12  # 4 steps per epoch: epochs 0-1, then epoch 2
+    folders = sorted((run / "wandb").glob("offline-run-*"))  # one per process (a "-1" suffix in the same second)
+    assert folders and all(f"-{run_id}" in f.name and (f / f"run-{run_id}.wandb").is_file() for f in folders)
+
+    fresh = tmp_path / "other"  # a new run folder: a new W&B run
+    main(tiny_fit_args(tiny_mnist, fresh, tmp_path / "lattices", *common, "--trainer.max_epochs", "1"))
+    assert (fresh / RUN_ID_FILE).read_text().strip() != run_id

@@ -1,9 +1,10 @@
-"""Resuming: a run stopped (cleanly or by Ctrl-C mid-epoch) and resumed from its last checkpoint
-continues exactly as an uninterrupted run does (deterministic mode), the EMA of the generator's
-weights included."""
+"""Resuming: a run stopped (cleanly, by Ctrl-C or by SIGTERM mid-epoch, as SLURM preempts a job)
+and resumed from its last checkpoint continues exactly as an uninterrupted run does (deterministic
+mode), the EMA of the generator's weights included."""
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from neurosql_pl.datamodules import MNISTDataModule
 from neurosql_pl import NeuroSQL
+from neurosql_pl.cli import console_main
+from neurosql_pl.preemption import SIGTERMException, StopOnSigterm
+from tests.helpers.cli_args import tiny_fit_args
 
 
 class CtrlC(L.Callback):
@@ -25,6 +29,17 @@ class CtrlC(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             raise KeyboardInterrupt
+
+
+class SigTerm(L.Callback):
+    """Sends this process SIGTERM in the middle of the given epoch, as SLURM does before a kill."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run(data_dir: Path, root: Path, epochs: int, seed: int, ckpt: Path | None = None, callbacks=()) -> NeuroSQL:
@@ -42,12 +57,19 @@ def run(data_dir: Path, root: Path, epochs: int, seed: int, ckpt: Path | None = 
     return model
 
 
-@pytest.mark.parametrize("stop", ["after epoch 2", "ctrl-c in epoch 3"])
+@pytest.mark.parametrize("stop", ["after epoch 2", "ctrl-c in epoch 3", "sigterm in epoch 3"])
 def test_resumed_run_equals_uninterrupted_run(stop: str, tiny_mnist: Path, tmp_path: Path) -> None:
     uninterrupted = run(tiny_mnist, tmp_path / "a", epochs=4, seed=0)
 
     if stop == "after epoch 2":
         run(tiny_mnist, tmp_path / "b", epochs=2, seed=0)
+    elif stop == "sigterm in epoch 3":
+        handler = signal.getsignal(signal.SIGTERM)
+        try:
+            with pytest.raises(SIGTERMException):  # after the batch in flight, not at the end of the epoch
+                run(tiny_mnist, tmp_path / "b", epochs=4, seed=0, callbacks=[SigTerm(epoch=2, batch=1), StopOnSigterm()])
+        finally:
+            signal.signal(signal.SIGTERM, handler)
     else:
         handler = signal.getsignal(signal.SIGINT)
         try:
@@ -66,3 +88,38 @@ def test_resumed_run_equals_uninterrupted_run(stop: str, tiny_mnist: Path, tmp_p
     assert int(resumed.ema_generator.n_averaged) == int(uninterrupted.ema_generator.n_averaged) == 1 + 16
     for (key, a), (_, b) in zip(uninterrupted.ema_generator.state_dict().items(), resumed.ema_generator.state_dict().items()):
         assert torch.equal(a, b), key
+
+
+def test_sigterm_through_the_cli_says_how_to_resume_and_the_resume_finishes(tiny_mnist: Path, tmp_path: Path, capsys) -> None:
+    run_dir = tmp_path / "run"
+    args = tiny_fit_args(tiny_mnist, run_dir, tmp_path / "lattices", "--trainer.logger", "false", "--trainer.max_epochs", "3",
+                         "--trainer.callbacks+=tests.test_resume.SigTerm", "--trainer.callbacks.epoch", "1",
+                         "--trainer.callbacks.batch", "2")
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        assert console_main(args) == 128 + 15
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert f"stopped by SIGTERM in epoch 1; the run is resumable from the end of the last finished epoch: add --ckpt_path {last}" in capsys.readouterr().err
+    assert torch.load(last, weights_only=False)["global_step"] == 4  # epoch 0 only; epoch 1 was cut after 3 batches
+    resume = tiny_fit_args(tiny_mnist, run_dir, tmp_path / "lattices", "--trainer.logger", "false", "--trainer.max_epochs", "3",
+                           "--ckpt_path", str(last))
+    assert console_main(resume) == 0
+    assert torch.load(last, weights_only=False)["global_step"] == 12
+
+
+def test_the_frozen_loss_network_is_left_out_of_checkpoints_and_rebuilt_on_load(tiny_mnist: Path, tmp_path: Path) -> None:
+    from neurosql_pl.cli import main
+
+    run_dir = tmp_path / "run"
+    main(tiny_fit_args(tiny_mnist, run_dir, tmp_path / "lattices", "--trainer.logger", "false",
+                       "--trainer.max_epochs", "1", "--model.perceptual", "stlpips-alex"))
+    last = run_dir / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=False)
+    assert checkpoint["state_dict"] and not [k for k in checkpoint["state_dict"] if k.startswith("loss_fn.")]
+    model = NeuroSQL.load_from_checkpoint(last, map_location="cpu")  # strict: every other key must fit
+    fresh = NeuroSQL(**{k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")})
+    for (key, a), (_, b) in zip(model.loss_fn.state_dict().items(), fresh.loss_fn.state_dict().items()):
+        assert torch.equal(a, b), key
+    assert len(model.loss_fn.state_dict()) > 10  # there was a network to leave out

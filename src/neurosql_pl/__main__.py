@@ -1,6 +1,8 @@
-"""`python -m neurosql_pl fit --config …` runs the LightningCLI."""
+"""`python -m neurosql_pl fit --config …` runs the LightningCLI; `python -m neurosql_pl sample …` samples."""
 
-from neurosql_pl.cli import main
+import sys
+
+from neurosql_pl.cli import console_main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(console_main())

@@ -5,7 +5,8 @@
   samples.png          a grid of `num_samples` images G(z), z ~ N(0, I_d) (fixed seed);
   reconstructions.png  rows of real images X_i above their reconstructions G(Ẑ_i);
   metrics.json         final train loss, assignment statistics, epoch and total time.
-Each epoch it logs the same sample grid (uint8, as W&B needs) to loggers that take images.
+Each epoch it logs the same sample grid (uint8, as W&B needs) to loggers that take images, and
+every checkpoint gets the W&B run id (`loggers.CHECKPOINT_KEY`) so a resume continues that run.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from .files import save_png, write_json_atomic
 from .images import image_grid, trainer_images
+from .loggers import CHECKPOINT_KEY
 
 
 class RunArtifacts(L.Callback):
@@ -47,6 +50,11 @@ class RunArtifacts(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._fit_end = time.perf_counter()
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger.version:
+                checkpoint[CHECKPOINT_KEY] = str(logger.version)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.write(trainer, pl_module)

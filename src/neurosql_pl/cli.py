@@ -4,7 +4,8 @@
         --config experiments/configs/model/neurosql_mse.yaml --config experiments/configs/data/mnist.yaml \
         --trainer.default_root_dir runs/mnist --model.rho 0.5
 
-(`python -m neurosql_pl` is the same command.) A `--config` value of the form KIND/NAME that is
+(`python -m neurosql_pl` is the same command.) `neurosql sample --ckpt … --n …` writes images
+out of a checkpoint instead (see `sampling.py`). A `--config` value of the form KIND/NAME that is
 no file here, e.g. `--config data/mnist`, names the config piece installed with the library
 (`neurosql_pl.configs`: experiments/configs/KIND/NAME.yaml), so no checkout is needed:
 
@@ -12,7 +13,8 @@ no file here, e.g. `--config data/mnist`, names the config piece installed with 
 
 The run folder is `trainer.default_root_dir`: checkpoints go to `<run>/checkpoints/`
 (`last.ckpt` every epoch), the resolved `config.yaml`, W&B files (`<run>/wandb/`), and
-`samples.png`, `reconstructions.png`, `metrics.json` at the end (see `artifacts.py`).
+`samples.png`, `reconstructions.png`, `metrics.json` at the end (see `artifacts.py`). A
+`{trial}` in it becomes the W&B run id, so that every trial of a sweep has its own folder.
 """
 
 from __future__ import annotations
@@ -22,15 +24,32 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from .artifacts import RunArtifacts
+from .cli_errors import check_resume_checkpoint, check_writable, protect_earlier_run, root_cause, short_error
 from .configs import packaged_config
+from .loggers import checkpoint_run_id, folder_run_id, new_run_id
+from .preemption import SIGTERMException, StopOnSigterm
 
+AUTO_WANDB = "neurosql_pl.loggers.AutoWandbLogger"
 DEFAULT_RUN_DIR = "runs/default"
+TRIAL = "{trial}"  # in --trainer.default_root_dir: one folder per sweep trial (see trial_folder)
+
+
+class NeuroSQLParser(LightningArgumentParser):
+    """The CLI's parser: a wrong option ends in one short 'error: …' line (exit status 2), not in the
+    whole usage text and jsonargparse's 'Union subtypes' report."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:
+            super().error(message, ex)
+        print(f"error: {short_error(message)} (`neurosql fit --help` lists every option)", file=sys.stderr)
+        sys.exit(2)
 
 
 class NeuroSQLCLI(LightningCLI):
@@ -46,9 +65,16 @@ class NeuroSQLCLI(LightningCLI):
             help="let `fit` replace the checkpoints of an earlier run in the same run folder",
         )
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse; then, before Lightning reads ``--ckpt_path`` for its hyper-parameters, check that it is whole."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand in ("fit", "validate", "test", "predict"):
+            check_resume_checkpoint(self.config[subcommand].get("ckpt_path"))
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        root = config.trainer.default_root_dir or DEFAULT_RUN_DIR
+        root = trial_folder(config.trainer.default_root_dir or DEFAULT_RUN_DIR)
         config.trainer.default_root_dir = root
         if config.checkpoint.dirpath is None:
             config.checkpoint.dirpath = str(Path(root) / "checkpoints")
@@ -59,32 +85,32 @@ class NeuroSQLCLI(LightningCLI):
         init_args = getattr(logger, "init_args", None)
         if init_args is not None and "save_dir" in init_args and init_args.save_dir in (None, "."):
             init_args.save_dir = root
+        if self.subcommand == "fit" and getattr(logger, "class_path", None) == AUTO_WANDB and init_args.id is None:
+            # a resume continues the W&B run of its checkpoint (else of its run folder)
+            resumed = config.ckpt_path and (checkpoint_run_id(config.ckpt_path) or folder_run_id(init_args.save_dir))
+            init_args.id = resumed or None
+
+    def instantiate_classes(self) -> None:
+        """Build model, data and trainer; an impossible setting (a constructor's error, which
+        jsonargparse wraps in a 'Union subtypes' report with a Namespace dump) ends in its own line."""
+        try:
+            super().instantiate_classes()
+        except Exception as err:  # noqa: BLE001 - only wrapped errors are shortened; others pass through
+            cause = root_cause(err)
+            if cause is err:
+                raise
+            raise SystemExit(f"error: {cause}") from err
 
 
-def check_writable(run_dir: Path) -> None:
-    """Fail before training when the run folder cannot be created or written."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise SystemExit(
-            f"error: cannot write to the run folder {run_dir} ({error.strerror or error}); "
-            "choose a writable one with --trainer.default_root_dir DIR (make train OUT=DIR)"
-        ) from error
-
-
-def protect_earlier_run(checkpoint_dir: Path, ckpt_path: str | None, overwrite: bool) -> None:
-    """Refuse to start a fresh run over the checkpoints of an earlier one (unless asked)."""
-    earlier = sorted(checkpoint_dir.glob("*.ckpt")) if checkpoint_dir.is_dir() else []
-    if earlier and ckpt_path is None and not overwrite:
-        raise SystemExit(
-            f"error: {checkpoint_dir} already holds checkpoints of an earlier run ({earlier[0].name}). "
-            f"Resume it with --ckpt_path {checkpoint_dir / 'last.ckpt'} (make train ARGS='--ckpt_path …'), "
-            "choose another run folder (--trainer.default_root_dir DIR, or make train OUT=DIR), "
-            "or pass --overwrite true to replace them."
-        )
+def trial_folder(root: str) -> str:
+    """``{trial}`` in the run folder → this trial's W&B run id (WANDB_RUN_ID, which a sweep agent
+    sets; else a new id, put in the environment so that DDP's worker processes pick the same one):
+    every sweep trial writes its own folder."""
+    if TRIAL not in root:
+        return root
+    if not os.environ.get("WANDB_RUN_ID"):
+        os.environ["WANDB_RUN_ID"] = new_run_id()
+    return root.replace(TRIAL, os.environ["WANDB_RUN_ID"])
 
 
 def expand_config_names(args: Sequence[str]) -> list[str]:
@@ -110,7 +136,9 @@ def main(args: list[str] | None = None, run: bool = True) -> NeuroSQLCLI:
     # The perceptual network is frozen in eval mode on purpose; NeuroSQL has no validation step.
     warnings.filterwarnings("ignore", r".*module\(s\) in eval mode.*")
     warnings.filterwarnings("ignore", r".*val_dataloader.*no `validation_step`.*")
+    warnings.filterwarnings("ignore", r".*LightningCLI's args parameter is intended.*")  # `neurosql`: expanded sys.argv
     return NeuroSQLCLI(
+        parser_class=NeuroSQLParser,
         model_class=L.LightningModule,
         datamodule_class=L.LightningDataModule,
         subclass_mode_model=True,
@@ -119,10 +147,20 @@ def main(args: list[str] | None = None, run: bool = True) -> NeuroSQLCLI:
         args=expand_config_names(sys.argv[1:] if args is None else args),
         run=run,
         auto_configure_optimizers=False,
+        trainer_defaults={"callbacks": [StopOnSigterm()]},  # SIGTERM: stop after the batch (preemption.py)
     )
 
 
-def console_main() -> int:
-    """The `neurosql` command: the CLI on sys.argv; exit status 0 once it returns."""
-    main()
+def console_main(argv: Sequence[str] | None = None) -> int:
+    """The `neurosql` command: `neurosql sample …` (sampling.main), else the LightningCLI;
+    the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["sample"]:
+        from .sampling import main as sample_main
+
+        return sample_main(args[1:])
+    try:
+        main(args)
+    except SIGTERMException:  # StopOnSigterm printed how to resume
+        return 128 + 15  # the shell's status for a process ended by SIGTERM
     return 0

@@ -12,7 +12,9 @@ passes. ``pairwise_sq_dists`` is the single place this formula lives.
 Numerics: the identity cancels when distances are small next to the norms. We therefore
 (1) subtract the mean of ``b`` from both sides first (distances are translation invariant,
 the norms shrink), (2) always compute in float32 or float64 with autocast disabled (a
-bf16/fp16 GEMM would destroy the cancellation), and (3) clamp the result at 0.
+bf16/fp16 GEMM would destroy the cancellation) and at full float32 matmul precision (no TF32 or
+bf16 passes, whatever ``torch.set_float32_matmul_precision`` says outside: ``exact_matmul``), and
+(3) clamp the result at 0.
 
 ``pairwise_l1`` gives Σ_j |a_ij − b_kj| for the L1 part of a loss (pixel L1, Laplacian-pyramid
 L1), which is not a squared distance and so has no GEMM form: n·m·D subtractions, absolute
@@ -26,10 +28,26 @@ up to the float summation order.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor
 
-__all__ = ["pairwise_sq_dists", "pairwise_l1"]
+__all__ = ["exact_matmul", "pairwise_sq_dists", "pairwise_l1"]
+
+
+@contextmanager
+def exact_matmul(device_type: str) -> Iterator[None]:
+    """Autocast off and float32 matmuls at "highest" precision (no TF32 / bf16 passes) inside;
+    the caller's settings come back afterwards."""
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        with torch.autocast(device_type=device_type, enabled=False):
+            yield
+    finally:
+        torch.set_float32_matmul_precision(precision)
 
 
 def _check_pair(a: Tensor, b: Tensor) -> torch.dtype:
@@ -71,7 +89,7 @@ def pairwise_sq_dists(a: Tensor, b: Tensor, chunk_size: int | None = None, cente
     out = torch.empty(*a.shape[:-2], n, m, dtype=dtype, device=device)
     if n == 0 or m == 0:
         return out
-    with torch.autocast(device_type=device.type, enabled=False):
+    with exact_matmul(device.type):
         bb = b.to(dtype)
         mu = bb.mean(dim=-2, keepdim=True) if center else None
         if mu is not None:
@@ -109,7 +127,7 @@ def pairwise_l1(a: Tensor, b: Tensor, chunk_size: int | None = None) -> Tensor:
     out = torch.empty(*a.shape[:-2], n, m, dtype=dtype, device=device)
     if n == 0 or m == 0:
         return out
-    with torch.autocast(device_type=device.type, enabled=False):
+    with exact_matmul(device.type):
         bb = b.to(dtype)
         for rows in _row_chunks(n, chunk_size):
             aa = a[..., rows, :].to(device=device, dtype=dtype)

@@ -62,7 +62,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -129,6 +129,9 @@ METRIC_KEYS: tuple[str, ...] = (
     "recon_mse", "recon_psnr", "recon_ssim", "recon_lpips",
     "train_epoch_time_s", "train_total_time_s", "train_epochs",
 )
+
+#: --reference: what the samples are scored against → how eval.json's settings.fid_reference names it
+REFERENCES: dict[str, str] = {"heldout": "held-out images", "train": "training images"}
 
 Log = Callable[[str], None]
 
@@ -207,15 +210,26 @@ def draw_samples(model: Any, n: int, seed: int, batch_size: int, truncation: flo
     return samples.clamp(-1.0, 1.0)
 
 
-def draw(model: Any, dm: Any, n: int, seed: int, batch_size: int, truncation: float | None = None) -> Drawn:
-    """N samples of the model, and up to N training and N held-out images of ``dm`` chosen with ``seed``."""
+def draw(model: Any, dm: Any, n: int, seed: int, batch_size: int, truncation: float | None = None,
+         reference: str = "heldout") -> Drawn:
+    """N samples of the model, and up to N training and N held-out images of ``dm`` chosen with ``seed``.
+    ``reference`` "train": the 'held-out' images are training images instead, others than the chosen
+    training images where there are enough (for runs that held none out)."""
     n_train_total = int(dm.num_samples)
-    held = heldout_dataset(dm)
     chooser = torch.Generator().manual_seed(seed)
-    train_idx = _choose(n_train_total, n, chooser)
-    test_idx = _choose(len(held), n, chooser)
+    if reference == "train":
+        train_idx = _choose(n_train_total, n, chooser)
+        rest = torch.ones(n_train_total, dtype=torch.bool)
+        rest[train_idx] = False
+        pool = rest.nonzero().squeeze(1) if rest.any() else torch.arange(n_train_total)
+        test_idx = pool[_choose(len(pool), n, chooser)]
+        x_test, n_heldout_total = dm.train_images(test_idx).float(), len(pool)
+    else:
+        held = heldout_dataset(dm)
+        train_idx = _choose(n_train_total, n, chooser)
+        test_idx = _choose(len(held), n, chooser)
+        x_test, n_heldout_total = dataset_images(held, test_idx), len(held)
     x_train = dm.train_images(train_idx).float()
-    x_test = dataset_images(held, test_idx)
     t0 = time.perf_counter()
     samples = draw_samples(model, n, seed, batch_size, truncation)
     sample_s = time.perf_counter() - t0
@@ -224,7 +238,7 @@ def draw(model: Any, dm: Any, n: int, seed: int, batch_size: int, truncation: fl
             f"image shapes differ: samples {tuple(samples.shape[1:])}, training images {tuple(x_train.shape[1:])}, "
             f"held-out images {tuple(x_test.shape[1:])}; evaluate with the data the model was trained on"
         )
-    return Drawn(dm, samples, x_train, train_idx, x_test, n_train_total, len(held), sample_s)
+    return Drawn(dm, samples, x_train, train_idx, x_test, n_train_total, n_heldout_total, sample_s)
 
 
 # ----------------------------------------------------------------------------- score
@@ -385,7 +399,7 @@ def make_report(run: LoadedRun, drawn: Drawn, settings: dict[str, Any], metrics:
             "n_train_reference": drawn.n_train_total,
             **settings,
             "device": str(run.device),
-            "fid_reference": "held-out images",
+            "fid_reference": REFERENCES[settings.get("reference", "heldout")],
         },
         "metrics": {k: _finite_or_none(metrics.get(k)) for k in METRIC_KEYS},
         "timing": timing,
@@ -421,6 +435,8 @@ def format_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"Evaluation of `{report['checkpoint']}` ({report['model_class']}), N = {s['n_samples']} samples, "
         f"{s['n_heldout_images']} held-out and {s['n_train_images']} training images, features: {s['feature_extractor_id']}",
+        *([f"**Scored against {s['fid_reference']}**, not held-out ones: a model that copies its training images "
+           "scores well here."] if s.get("reference") == "train" else []),
         "",
         "| metric | model | real data (train vs held-out) | better |",
         "|---|---|---|---|",
@@ -445,7 +461,10 @@ def format_markdown(report: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- evaluate
 
 
-def _check_options(n: int, prdc_k: int, fid_method: str, features: str, truncation: float | None) -> None:
+def _check_options(n: int, prdc_k: int, fid_method: str, features: str, truncation: float | None,
+                   reference: str) -> None:
+    if reference not in REFERENCES:
+        raise EvaluationError(f"unknown reference {reference!r}; choose one of {', '.join(REFERENCES)}")
     if n < max(prdc_k + 1, 2):
         raise EvaluationError(f"n must be at least {max(prdc_k + 1, 2)} (PRDC uses k={prdc_k} neighbours), got {n}")
     if fid_method not in FID_METHODS:
@@ -478,6 +497,7 @@ def evaluate(
     baseline: bool = True,
     fid_method: FidMethod = "torchmetrics",
     truncation: float | None = None,
+    reference: Literal["heldout", "train"] = "heldout",
     extractor: nn.Module | None = None,
     log: Log | None = print,
 ) -> dict[str, Any]:
@@ -514,17 +534,20 @@ def evaluate(
             distribution_metrics.frechet_distance).
         truncation: draw the samples' codes from N(0, I) truncated to |z_j| ≤ truncation
             (NeuroSQL, VAE, GAN; see prior.sample_prior); null: the plain prior.
+        reference: what the samples are scored against: heldout (the test split, else the
+            validation split) or train (training images other than the n_train chosen ones, for
+            a run that held none out; labelled in eval.json and the table).
         extractor: a feature module to use instead of ``features`` (Python callers only): images
             (B, C, H, W) in [-1, 1] → (B, D); its ``id`` keys the cache.
         log: progress messages (None: silent).
     """
     t_start = time.perf_counter()
     say = log or (lambda _msg: None)
-    _check_options(n, prdc_k, fid_method, features, truncation)
+    _check_options(n, prdc_k, fid_method, features, truncation, reference)
     run = load(ckpt, data_config, device)
     say(f"model {run.class_path} from {run.ckpt}; data {run.data['class_path']} ({run.data_source}); device {run.device}")
 
-    drawn = draw(run.model, build_datamodule(run.data, data_dir), n, seed, batch_size, truncation)
+    drawn = draw(run.model, build_datamodule(run.data, data_dir), n, seed, batch_size, truncation, reference)
     say(f"{n} samples in {drawn.sample_s:.1f} s; {drawn.train.shape[0]} training and {drawn.heldout.shape[0]} "
         f"held-out images (of {drawn.n_train_total} and {drawn.n_heldout_total})")
 
@@ -553,7 +576,7 @@ def evaluate(
     settings = {"features": features_name, "feature_extractor_id": extractor_id(extractor),
                 "kid_subset_size": info["kid_subset_size"], "kid_subsets": kid_subsets, "fid_method": fid_method,
                 "prdc_k": prdc_k, "perceptual": perceptual, "memorisation_threshold": memorisation_threshold,
-                "seed": seed, "truncation": truncation}
+                "seed": seed, "truncation": truncation, "reference": reference}
     timing = {"sample_s": drawn.sample_s, "features_s": info["features_s"], "features_s_per_image": info["features_s"] / n,
               "real_stats_from_cache": info["real_stats_from_cache"], "eval_total_s": time.perf_counter() - t_start}
     report = make_report(run, drawn, settings, metrics, timing)

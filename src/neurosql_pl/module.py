@@ -37,6 +37,7 @@ from .networks import build_generator, check_upsample
 from .prior import sample_prior
 from .training_utils import WeightEMA, check_ema_decay, check_finite_loss, eval_mode, match_ema_state, sampling_network, update_ema
 
+LOSS_PREFIX = "loss_fn."  # state-dict keys of the frozen loss network, left out of checkpoints
 BATCH = 512  # images per generator / loss-network pass outside training (feature banks, costs, sampling)
 
 
@@ -253,7 +254,11 @@ class NeuroSQL(L.LightningModule):
             self.fake_bank = FeatureBank.within_budget(n, dim, hp.feature_cache_gb)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """RNG states in; the frozen loss network's weights out (rebuilt from its name on load)."""
         checkpoint["rng_states"] = rng_states()
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith(LOSS_PREFIX)]:
+            del state[key]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Allocate buffers of the checkpoint's sizes before its state dict is loaded; restore RNGs;
@@ -261,6 +266,8 @@ class NeuroSQL(L.LightningModule):
         if "rng_states" in checkpoint and self._trainer is not None:
             set_rng_states(checkpoint["rng_states"])
         state = checkpoint["state_dict"]
+        for key, value in self.loss_fn.state_dict(prefix=LOSS_PREFIX).items():
+            state.setdefault(key, value)  # not stored (see on_save_checkpoint): this model's own frozen copy
         n, d = state["latents"].shape
         if d != self.hparams.latent_dim:
             raise ValueError(

@@ -276,7 +276,11 @@ def heldout_dataset(dm: Any) -> torch.utils.data.Dataset:
                 continue
             if dataset is not None and len(dataset) > 0:
                 return dataset
-    raise EvaluationError(f"{type(dm).__name__} has no test or validation images for the held-out set")
+    raise EvaluationError(
+        f"{type(dm).__name__} has no test or validation images to score against (the run held none out). Hold "
+        "images out when training (an image folder: --data.val_fraction 0.1), or score against the training "
+        "images with --reference train (labelled as such in eval.json: it flatters a model that copies them)"
+    )
 
 
 def _image_of(item: Any) -> Tensor:

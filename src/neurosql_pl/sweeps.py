@@ -2,13 +2,16 @@
 
 A sweep's `command` lists the program's arguments with `${args}` where W&B puts the sampled
 parameters as flat dotted flags (`--model.rho=0.5`); LightningCLI parses those directly.
-`python -m neurosql_pl.sweeps FILE` samples one parameter set and runs that command once with
-W&B offline (no login): a dry run of what an agent would execute.
+`python -m neurosql_pl.sweeps FILE` samples a parameter set per trial and runs that command with W&B
+offline (no login), as an agent would: each trial gets a W&B run id (WANDB_RUN_ID) and its own run
+folder (`{trial}` in `--trainer.default_root_dir`). At the end it prints each trial's folder and
+its value of the sweep's metric (`val/kid`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import random
@@ -18,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .loggers import new_run_id
 
 
 def load_sweep(path: str | Path) -> dict[str, Any]:
@@ -55,17 +60,53 @@ def sweep_arguments(spec: dict[str, Any], values: dict[str, Any]) -> list[str]:
     return expanded
 
 
+def run_folder_of(arguments: list[str]) -> str | None:
+    """The value of the last ``--trainer.default_root_dir=…`` among the arguments (None if none)."""
+    flag = "--trainer.default_root_dir="
+    values = [a[len(flag):] for a in arguments if a.startswith(flag)]
+    return values[-1] if values else None
+
+
+def trial_metric(folder: Path, name: str) -> float | None:
+    """The sweep metric ``name`` as the trial logged it last (its metrics.json), or None."""
+    try:
+        value = json.loads((folder / "metrics.json").read_text())["logged"].get(name)
+    except (OSError, ValueError, KeyError, AttributeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_file")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the parameter draw")
-    parser.add_argument("extra", nargs="*", help="more CLI flags appended to the trial (e.g. --trainer.max_epochs=1)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the parameter draws (trial k uses seed + k)")
+    parser.add_argument("--trials", type=int, default=2, help="trials to run, one after the other")
+    parser.add_argument("extra", nargs="*", help="more CLI flags appended to every trial (e.g. --trainer.max_epochs=1)")
     args = parser.parse_args(argv)
     spec = load_sweep(args.sweep_file)
-    values = sample_parameters(spec["parameters"], random.Random(args.seed))
-    command = [sys.executable, "-m", "neurosql_pl", *sweep_arguments(spec, values), *args.extra]
-    print("dry run:", " ".join(command), flush=True)
-    return subprocess.call(command, env={**os.environ, "WANDB_MODE": "offline"})
+    metric = spec.get("metric", {}).get("name")
+    results = []
+    for k in range(args.trials):
+        values = sample_parameters(spec["parameters"], random.Random(args.seed + k))
+        arguments = [*sweep_arguments(spec, values), *args.extra]
+        root = run_folder_of(arguments)
+        if root is None or "{trial}" not in root:
+            print(f"error: {args.sweep_file}: --trainer.default_root_dir must contain {{trial}}, so that every trial "
+                  "writes its own run folder", file=sys.stderr)
+            return 2
+        trial = new_run_id()  # what a W&B agent puts in WANDB_RUN_ID
+        print(f"dry run, trial {k + 1} of {args.trials}: {sys.executable} -m neurosql_pl {' '.join(arguments)}", flush=True)
+        status = subprocess.call([sys.executable, "-m", "neurosql_pl", *arguments],
+                                 env={**os.environ, "WANDB_MODE": "offline", "WANDB_RUN_ID": trial})
+        if status != 0:
+            return status
+        folder = Path(root.replace("{trial}", trial))
+        results.append((folder, trial_metric(folder, metric) if metric else None, values))
+    print(f"\n| run folder | {metric} | parameters |\n|---|---|---|")
+    for folder, value, values in results:
+        shown = "–" if value is None else f"{value:.4g}"
+        print(f"| {folder} | {shown} | {', '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in values.items())} |")
+    return 0
 
 
 if __name__ == "__main__":
