@@ -92,6 +92,7 @@ from .run_folder import (
     load_model,
     read_checkpoint,
     read_run_config,
+    resolve_device,
     run_dir_of,
     training_times,
 )
@@ -111,6 +112,7 @@ __all__ = [
     "main",
     "make_report",
     "parse_options",
+    "real_stats",
     "reconstruct_callable",
     "score_features",
     "score_perceptual",
@@ -162,7 +164,7 @@ def load(ckpt: str | os.PathLike[str], data_config: str | os.PathLike[str] | Non
     section, data_source = data_section(data_config or None, run_config, checkpoint)
     model, class_path = load_model(ckpt, run_config, checkpoint, weights_only)
     del checkpoint
-    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    dev = resolve_device(device)
     return LoadedRun(ckpt, run_dir, model.to(dev), class_path, section, data_source, dev)
 
 
@@ -217,8 +219,8 @@ def draw(model: Any, dm: Any, n: int, seed: int, batch_size: int, truncation: fl
     training images where there are enough (for runs that held none out)."""
     n_train_total = int(dm.num_samples)
     chooser = torch.Generator().manual_seed(seed)
+    train_idx = _choose(n_train_total, n, chooser)
     if reference == "train":
-        train_idx = _choose(n_train_total, n, chooser)
         rest = torch.ones(n_train_total, dtype=torch.bool)
         rest[train_idx] = False
         pool = rest.nonzero().squeeze(1) if rest.any() else torch.arange(n_train_total)
@@ -226,7 +228,6 @@ def draw(model: Any, dm: Any, n: int, seed: int, batch_size: int, truncation: fl
         x_test, n_heldout_total = dm.train_images(test_idx).float(), len(pool)
     else:
         held = heldout_dataset(dm)
-        train_idx = _choose(n_train_total, n, chooser)
         test_idx = _choose(len(held), n, chooser)
         x_test, n_heldout_total = dataset_images(held, test_idx), len(held)
     x_train = dm.train_images(train_idx).float()
@@ -244,7 +245,7 @@ def draw(model: Any, dm: Any, n: int, seed: int, batch_size: int, truncation: fl
 # ----------------------------------------------------------------------------- score
 
 
-def _real_stats(
+def real_stats(
     images: Tensor, split: str, extractor: nn.Module, dataset_name: str, batch_size: int,
     cache_dir: str | os.PathLike[str] | None, use_cache: bool, say: Log,
 ) -> tuple[FeatureStats, bool]:
@@ -276,11 +277,11 @@ def score_features(
     say(f"features of {n} samples in {features_s:.1f} s ({features_s / n:.3f} s per image)")
     cached: dict[str, bool] = {}
     real = {"cache_dir": cache_dir, "use_cache": use_cache, "say": say, "batch_size": batch_size}
-    test_stats, cached["test"] = _real_stats(drawn.heldout, "test", extractor, dataset_name, **real)
+    test_stats, cached["test"] = real_stats(drawn.heldout, "test", extractor, dataset_name, **real)
     metrics = feature_metrics(test_stats, f_syn, **scoring)
     info = {"kid_subset_size": metrics.pop("kid_subset_size"), "features_s": features_s, "real_stats_from_cache": cached}
     if baseline:
-        train_stats, cached["train"] = _real_stats(drawn.train, "train", extractor, dataset_name, **real)
+        train_stats, cached["train"] = real_stats(drawn.train, "train", extractor, dataset_name, **real)
         base = feature_metrics(test_stats, train_stats.features, **scoring)
         base.pop("kid_subset_size")
         metrics.update({f"baseline_{k}": v for k, v in base.items()})

@@ -25,14 +25,8 @@ import lightning as L
 import torch
 
 from .distribution_metrics import feature_metrics
-from .features import (
-    FeatureName,
-    build_feature_extractor,
-    extract_features,
-    images_fingerprint,
-    load_or_compute_real_stats,
-    stats_cache_key,
-)
+from .evaluate import draw_samples, real_stats
+from .features import FeatureName, build_feature_extractor, extract_features
 from .files import write_json_atomic
 from .run_folder import dataset_images, heldout_dataset
 
@@ -92,9 +86,7 @@ class SampleQuality(L.Callback):
             self._extractor = build_feature_extractor(self.features).eval()
         extractor = self._extractor.to(device)
         real = self.real_stats(trainer, extractor)
-        generator = torch.Generator().manual_seed(self.seed)
-        samples = torch.cat([pl_module.sample(min(self.batch_size, self.n - s), generator=generator).float().cpu()
-                             for s in range(0, self.n, self.batch_size)]).clamp(-1, 1)
+        samples = draw_samples(pl_module, self.n, self.seed, self.batch_size)
         fake = extract_features(extractor, samples, self.batch_size)
         m = feature_metrics(real, fake, kid_subsets=50, seed=self.seed, fid_method=self.fid_method)
         return {"fid": m["fid"], "kid": m["kid_mean"], "kid_std": m["kid_std"], "seconds": time.perf_counter() - began}
@@ -106,11 +98,8 @@ class SampleQuality(L.Callback):
             held = heldout_dataset(dm)
             count = min(self.n, len(held))
             idx = torch.randperm(len(held), generator=torch.Generator().manual_seed(self.seed))[:count].sort().values
-            images = dataset_images(held, idx)
-            key = stats_cache_key(type(dm).__name__, "test", tuple(images.shape[1:]), count, extractor,
-                                  images_fingerprint(images))
-            self._real, _ = load_or_compute_real_stats(
-                key, lambda: extract_features(extractor, images, self.batch_size), self.cache_dir)
+            self._real, _ = real_stats(dataset_images(held, idx), "test", extractor, type(dm).__name__, self.batch_size,
+                                       self.cache_dir, use_cache=True, say=lambda _msg: None)
         return self._real
 
     def state_dict(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ A run folder (the ``trainer.default_root_dir`` of a CLI `fit`) holds
 Reading it back; every problem is an ``EvaluationError`` whose message says what to do:
   ``run_dir_of``, ``read_checkpoint``   a checkpoint and the run folder it belongs to
   ``read_run_config``, ``read_yaml``    the run's config.yaml (or any YAML mapping)
-  ``load_model``                        the LightningModule of a checkpoint, in eval mode
+  ``load_model``, ``resolve_device``   the LightningModule of a checkpoint, in eval mode; "auto" → a device
   ``data_section``                      the ``data: {class_path, init_args}`` section to use
                                         (``data_config_section`` reads one from a YAML piece)
   ``instantiate``                       the builder of a ``{class_path, init_args}`` section
@@ -44,6 +44,7 @@ __all__ = [
     "dataset_images",
     "epoch_times",
     "heldout_dataset",
+    "resolve_device",
     "import_class",
     "instantiate",
     "last_checkpoint",
@@ -174,6 +175,11 @@ def instantiate(section: Mapping[str, Any], overrides: Mapping[str, Any] | None 
     ``overrides`` on top of its init_args. Errors of the class's constructor pass through."""
     cls = import_class(section["class_path"])
     return cls(**{**(section.get("init_args") or {}), **(overrides or {})})
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" → cuda when available, else cpu; any other name as it is."""
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
 
 
 def load_model(ckpt: str | os.PathLike[str], run_config: dict[str, Any] | None, checkpoint: dict[str, Any],

@@ -33,7 +33,7 @@ from .evaluate import draw_samples
 from .files import write_json_atomic
 from .images import image_grid, to_uint8
 from .prior import check_truncation
-from .run_folder import EvaluationError, load_model, read_checkpoint, read_run_config, run_dir_of
+from .run_folder import EvaluationError, load_model, read_checkpoint, read_run_config, resolve_device, run_dir_of
 
 __all__ = ["sample_to_folder", "main"]
 
@@ -87,7 +87,7 @@ def sample_to_folder(
     checkpoint, weights_only = read_checkpoint(ckpt)
     model, class_path = load_model(ckpt, read_run_config(run_dir_of(ckpt)), checkpoint, weights_only)
     del checkpoint
-    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    dev = resolve_device(device)
     model = model.to(dev)
     began = time.perf_counter()
     images = to_uint8(draw_samples(model, n, seed, batch_size, truncation))  # (n, C, H, W) uint8
