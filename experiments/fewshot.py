@@ -51,7 +51,7 @@ def train(label: str, n: int, args: argparse.Namespace, run_dir: Path) -> None:
              "--trainer.max_epochs", str(epochs_for(n, args.steps, args.batch_size))]
     if label == "NeuroSQL":
         config = args.neurosql_config
-        extra += ["--model.block_size", str(min(args.block_size, n))]
+        extra += ["--model.block_size", str(args.block_size)]
     fit(config, run_dir, args.data, args.data_dir, [*extra, *args.cli_args])
 
 
@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", type=int, nargs="+", default=[100, 500, 1000, 5000])
     p.add_argument("--steps", type=int, default=500, help="gradient steps' worth of images per model and N")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--block-size", type=int, default=256, help="NeuroSQL's m (capped at N)")
+    p.add_argument("--block-size", type=int, default=256, help="NeuroSQL's m (m ≥ N: one global assignment)")
     p.add_argument("--neurosql-config", default=MODELS["NeuroSQL"][0], help="model piece for NeuroSQL")
     add_scoring_args(p, n=300, force_help="train every run again, replacing its folder")
     return p

@@ -46,7 +46,7 @@ def trained(label: str, args: argparse.Namespace, run_dir: Path) -> tuple[Any, A
     if args.subset:
         extra += ["--data.subset", str(args.subset)]
     if label == "NeuroSQL":
-        extra += ["--model.block_size", str(min(args.block_size, args.subset or args.block_size))]
+        extra += ["--model.block_size", str(args.block_size)]
     result = fit(MODELS[label], run_dir, "mnist", args.data_dir, [*extra, *args.cli_args])
     return result.model.eval(), result.datamodule
 
@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/latent2d")
     p.add_argument("--subset", type=int, default=10000, help="first N MNIST training images (0 = all 60k)")
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--block-size", type=int, default=256, help="NeuroSQL's m (capped at --subset)")
+    p.add_argument("--block-size", type=int, default=256, help="NeuroSQL's m (m ≥ N: one global assignment)")
     p.add_argument("--force", action="store_true", help="train both models again, replacing their folders")
     p.add_argument("cli_args", nargs="*", help="after --: extra LightningCLI flags for both fits")
     return p

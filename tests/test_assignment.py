@@ -24,9 +24,13 @@ from neurosql_pl.assignment import (
     solve_blocks,
     solve_lsap,
 )
+from neurosql_pl.assignment_callback import AssignmentCallback
+from neurosql_pl.assignment_costs import AssignmentCosts
 from neurosql_pl.costs import pairwise_sq_dists
 from neurosql_pl.datamodules import MNISTDataModule
 from neurosql_pl.lattice import build_lattice
+from neurosql_pl.losses import ReconstructionLoss
+from tests.helpers.models import SMALL_NEUROSQL
 
 
 def full_cost_fn(cost: torch.Tensor):
@@ -276,17 +280,17 @@ def test_multiscale_beats_random_blocks_for_a_fitted_generator(seed: int) -> Non
 
 
 def model_before_an_assignment(data_dir: Path, **overrides) -> tuple[NeuroSQL, MNISTDataModule]:
-    """A small NeuroSQL on 64 tiny-MNIST images, with its lattice, a random π and its feature
-    banks, as it stands at an epoch end (the generator is the untrained one: costs still differ)."""
-    settings = dict(latent_dim=4, generator_width=8, block_size=16, perceptual=None, pixel="l2")
+    """A small NeuroSQL on 64 tiny-MNIST images, with its lattice, a random π and its cost side
+    (feature banks), as it stands at an epoch end (the generator is the untrained one: costs
+    still differ)."""
     torch.manual_seed(0)  # the same generator weights every time
-    model = NeuroSQL(**{**settings, **overrides}, image_shape=(1, 28, 28), num_samples=64)
+    model = NeuroSQL(**{**SMALL_NEUROSQL, **overrides}, image_shape=(1, 28, 28), num_samples=64)
     model.lattice = build_lattice(64, 4, "cube", "closed_form", 0)
     model.assignment = random_assignment(64, torch.Generator().manual_seed(0))
     model.latents = model.lattice[model.assignment].clone()
     datamodule = MNISTDataModule(data_dir=str(data_dir), download=False)
     datamodule.setup("fit")
-    model.build_feature_banks(datamodule.train_images)
+    model.build_assignment_costs(datamodule.train_images)
     return model, datamodule
 
 
@@ -313,16 +317,17 @@ def callback_step(
     if lookup:
         tau = torch.randperm(64, generator=torch.Generator().manual_seed(1))
         model.generator = Lookup(model.lattice, datamodule.train_images()[tau])
-        model.build_feature_banks(datamodule.train_images)
-    generate = model._generate
+        model.build_assignment_costs(datamodule.train_images)
     if calls is not None:
-        model._generate = lambda z: calls.append(len(z)) or generate(z)
+        counting = model.generator.register_forward_pre_hook(lambda _net, args: calls.append(len(args[0])))
     (callback,) = model.configure_callbacks()
-    stats = callback.assign(model, datamodule.train_images, epoch=0)
-    model._generate = generate
+    stats = callback.assign(model, epoch=0)
+    if calls is not None:
+        counting.remove()
     check_permutation(model.assignment, 64)
-    assert model.fake_bank is None or not model.fake_bank.filled.any()  # the step's features are forgotten
-    pairs = model.block_costs(torch.arange(64)[None], model.assignment[None], datamodule.train_images)  # one block
+    costs = model.assignment_costs()
+    assert costs.fake_bank is None or not costs.fake_bank.filled.any()  # the step's features are forgotten
+    pairs = costs.block_costs(torch.arange(64)[None], model.assignment[None])  # one block
     assert stats["total_cost"] == pytest.approx(float(pairs[0].diagonal().double().sum()), rel=1e-5, abs=1e-4)
     assert stats["total_cost"] <= stats["total_cost_before"] * (1 + 1e-6)
     return stats
@@ -368,6 +373,61 @@ def test_callback_keeps_multiscale_when_the_generator_draws_the_data(tiny_mnist:
     assert random_step["total_cost"] > 1.0
     assert stats["multiscale_kept"] == 1.0
     assert stats["total_cost"] == pytest.approx(0.0, abs=1e-4)
+
+
+class BareModel:
+    """Only what `assignment_callback.AssignedModel` promises: π, a cost side, the update, log."""
+
+    def __init__(self, costs: AssignmentCosts, assignment: torch.Tensor) -> None:
+        self.assignment, self.costs, self.applied = assignment, costs, []
+
+    def assignment_costs(self) -> AssignmentCosts:
+        return self.costs
+
+    def apply_assignment(self, assignment: torch.Tensor) -> None:
+        self.applied.append(assignment)
+        self.assignment = assignment
+
+    def log(self, *args, **kwargs) -> None:
+        pass
+
+
+@pytest.mark.parametrize("strategy", ["random", "multiscale"])
+def test_the_step_needs_only_the_models_cost_side_and_update(strategy: str) -> None:
+    """The callback reaches into nothing else of the model: a bare object with π, an
+    `AssignmentCosts` (of a generator drawing 32 random 8×8 images) and `apply_assignment` is
+    enough, and the update gets one permutation that lowers the total cost."""
+    gen = torch.Generator().manual_seed(0)
+    images, lattice = torch.rand(32, 1, 8, 8, generator=gen) * 2 - 1, torch.randn(32, 2, generator=gen)
+    drawn = images[torch.randperm(32, generator=gen)]
+
+    def generate(codes: torch.Tensor) -> torch.Tensor:
+        return drawn[torch.cdist(codes, lattice).argmin(dim=1)]
+
+    loss = ReconstructionLoss(perceptual=None, pixel="l2")
+    costs = AssignmentCosts(loss, lattice, generate, lambda idx: images[idx], (1, 8, 8), "fresh", 1.0, torch.device("cpu"))
+    model = BareModel(costs, random_assignment(32, gen))
+    callback = AssignmentCallback(block_size=8, solver="exact", every_n_epochs=1, seed=0, sweeps=2, strategy=strategy)
+    stats = callback.assign(model, epoch=0)
+    (pi,) = model.applied
+    check_permutation(pi, 32)
+    assert stats["total_cost"] <= stats["total_cost_before"] * (1 + 1e-6)
+    assert costs.fake_bank is None  # the step's own bank is dropped (mode "fresh")
+
+
+@pytest.mark.parametrize("block_size", [64, 100])
+def test_a_block_of_all_samples_or_more_gives_the_global_optimum(tiny_mnist: Path, block_size: int) -> None:
+    """m ≥ N is one global assignment, whatever the sweeps and block strategy: π is scipy's
+    optimum of the whole N×N cost matrix C[i, k] = ℓ(X_i, G(Q_k))."""
+    model, _ = model_before_an_assignment(tiny_mnist, block_size=block_size, assign_sweeps=3, block_strategy="multiscale")
+    everything = torch.arange(64)[None]
+    cost = model.assignment_costs().block_costs(everything, everything)[0].double()
+    (callback,) = model.configure_callbacks()
+    stats = callback.assign(model, epoch=0)
+    rows, cols = linear_sum_assignment(cost.numpy())
+    assert torch.equal(model.assignment, torch.from_numpy(cols))
+    assert stats["total_cost"] == pytest.approx(float(cost[rows, cols].sum()), rel=1e-6)
+    assert "multiscale_kept" not in stats  # one random sweep
 
 
 @pytest.mark.parametrize(

@@ -9,16 +9,16 @@ import lightning as L
 import pytest
 import torch
 from tests.helpers.cli_args import REPO, tiny_fit_args
+from tests.helpers.models import SMALL_NEUROSQL
 
 from neurosql_pl.datamodules import DatasetNotFoundError, MNISTDataModule
 from neurosql_pl import NeuroSQL
 from neurosql_pl.cli import main
+from neurosql_pl.errors import CheckpointMismatchError, SettingError
 
 
 def model(tmp_path: Path, **overrides) -> NeuroSQL:
-    settings = dict(latent_dim=4, generator_width=8, block_size=16, perceptual=None, pixel="l2",
-                    lattice_cache_dir=str(tmp_path / "lattices"))
-    return NeuroSQL(**{**settings, **overrides})
+    return NeuroSQL(**{**SMALL_NEUROSQL, "lattice_cache_dir": str(tmp_path / "lattices"), **overrides})
 
 
 def fit(net: NeuroSQL, data_dir: Path, root: Path, epochs: int = 1, ckpt: Path | None = None, subset=None, callbacks=()):
@@ -56,11 +56,6 @@ def test_unwritable_run_folder_is_refused_before_training(tiny_mnist: Path, tmp_
     assert blocker.read_text() == "not a folder"
 
 
-def test_block_larger_than_the_data_is_refused(tiny_mnist: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"block_size m=65 is larger than the N=64.*m <= 64"):
-        fit(model(tmp_path, block_size=65), tiny_mnist, tmp_path / "r")
-
-
 @pytest.mark.parametrize(
     "change, message",
     [({"subset": 32}, r"N=64 images but the data has N=32"), ({"latent_dim": 6}, r"latent_dim=4 .*--model.latent_dim 4")],
@@ -71,7 +66,7 @@ def test_a_checkpoint_that_does_not_fit_is_refused_and_kept(change: dict, messag
     trainer.save_checkpoint(ckpt)
     before = ckpt.read_bytes()
     net = model(tmp_path, latent_dim=change.get("latent_dim", 4))
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(CheckpointMismatchError, match=message):
         fit(net, tiny_mnist, tmp_path / "r2", epochs=2, ckpt=ckpt, subset=change.get("subset"))
     assert ckpt.read_bytes() == before
 
@@ -80,8 +75,13 @@ def test_a_checkpoint_for_other_image_shapes_is_refused(tiny_mnist: Path, tmp_pa
     trainer = fit(model(tmp_path), tiny_mnist, tmp_path / "r")
     state = trainer._checkpoint_connector.dump_checkpoint()
     net = model(tmp_path, image_shape=(3, 32, 32), num_samples=64)
-    with pytest.raises(ValueError, match=r"images of shape \(1, 28, 28\) but the data has \(3, 32, 32\)"):
+    with pytest.raises(CheckpointMismatchError, match=r"images of shape \(1, 28, 28\) but the data has \(3, 32, 32\)"):
         net.on_load_checkpoint(state)
+
+
+def test_a_single_training_image_is_refused_at_setup(tiny_mnist: Path, tmp_path: Path) -> None:
+    with pytest.raises(SettingError, match="at least 2 training samples, got 1"):
+        fit(model(tmp_path), tiny_mnist, tmp_path / "r", subset=1)
 
 
 class PoisonGenerator(L.Callback):

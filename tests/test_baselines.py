@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.helpers.cli_args import CONFIGS
+from tests.helpers.cli_args import CONFIGS, baseline_fit_args
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -19,10 +19,10 @@ from neurosql_pl.networks import build_encoder, build_generator
 from neurosql_pl.run_folder import train_metrics
 
 CLASSES = {"vae": VAE, "gan": GAN, "ddpm": DDPM}
-TINY = {  # CLI overrides that make each model tiny (and the VAE and GAN with an EMA, the VAE with resize upsampling)
-    "vae": ["--model.generator_width", "8", "--model.ema_decay", "0.9", "--model.upsample", "resize"],
-    "gan": ["--model.generator_width", "8", "--model.ema_decay", "0.9"],
-    "ddpm": ["--model.param_budget", "null", "--model.width", "8", "--model.timesteps", "20", "--model.sample_steps", "4"],
+EXTRA = {  # CLI overrides on top of the tiny networks: the VAE and GAN with an EMA, the VAE with resize upsampling
+    "vae": ["--model.ema_decay", "0.9", "--model.upsample", "resize"],
+    "gan": ["--model.ema_decay", "0.9"],
+    "ddpm": [],
 }
 
 
@@ -59,16 +59,7 @@ def fit_steps(model: L.LightningModule, x: torch.Tensor, steps: int, batch_size:
 @pytest.mark.parametrize("name", sorted(CLASSES))
 def test_one_epoch_cli_fit_writes_run_outputs_and_the_checkpoint_round_trips(name: str, tiny_mnist: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    main([
-        "fit",
-        "--config", str(CONFIGS / "trainer" / "default.yaml"),
-        "--config", str(CONFIGS / "model" / f"{name}.yaml"),
-        "--config", str(CONFIGS / "data" / "mnist.yaml"),
-        "--trainer.default_root_dir", str(run), "--trainer.max_epochs", "1",
-        "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
-        "--data.data_dir", str(tiny_mnist), "--data.batch_size", "16", "--data.download", "false",
-        *TINY[name],
-    ])
+    main(baseline_fit_args(name, tiny_mnist, run, *EXTRA[name]))
     ckpt_path = run / "checkpoints" / "last.ckpt"
     assert ckpt_path.is_file()
     assert Image.open(run / "samples.png").size == (8 * 30 + 2, 8 * 30 + 2)  # 8×8 grid of 28 px
@@ -304,6 +295,11 @@ def test_bad_settings_are_refused() -> None:
     for cls in (VAE, GAN, NeuroSQL):
         with pytest.raises(ValueError, match="upsample must be one of"):
             cls(upsample="bilinear")
+    for cls in (VAE, GAN):  # the generator's settings are checked before the data's image shape is known
+        with pytest.raises(ValueError, match="unknown generator 'vit'"):
+            cls(generator="vit")
+        with pytest.raises(ValueError, match="latent_dim must be >= 1"):
+            cls(latent_dim=0)
     with pytest.raises(ValueError, match="sample_steps"):
         DDPM(timesteps=10, sample_steps=20)
     with pytest.raises(ValueError, match="schedule"):

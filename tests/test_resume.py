@@ -18,6 +18,7 @@ from neurosql_pl import NeuroSQL
 from neurosql_pl.cli import console_main
 from neurosql_pl.preemption import SIGTERMException, StopOnSigterm
 from tests.helpers.cli_args import tiny_fit_args
+from tests.helpers.models import SMALL_NEUROSQL
 
 
 class CtrlC(L.Callback):
@@ -44,10 +45,7 @@ class SigTerm(L.Callback):
 
 def run(data_dir: Path, root: Path, epochs: int, seed: int, ckpt: Path | None = None, callbacks=()) -> NeuroSQL:
     L.seed_everything(seed)
-    model = NeuroSQL(
-        latent_dim=4, generator_width=8, block_size=16, rho=0.5, perceptual=None, pixel="l2", ema_decay=0.9,
-        lattice_cache_dir=str(root.parent / "lattices"),
-    )
+    model = NeuroSQL(**SMALL_NEUROSQL, rho=0.5, ema_decay=0.9, lattice_cache_dir=str(root.parent / "lattices"))
     trainer = L.Trainer(
         max_epochs=epochs, deterministic=True, default_root_dir=root, logger=False, enable_progress_bar=False,
         enable_model_summary=False, accelerator="cpu", devices=1,

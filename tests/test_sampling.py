@@ -66,7 +66,7 @@ def test_same_seed_same_samples_and_the_default_folder_is_never_overwritten(ema_
     assert float(np.load(tmp_path / "other" / "samples.npz")["truncation"]) == 1.5
 
     stamp = (Path(first["out"]) / "samples.npz").stat().st_mtime_ns
-    assert console_main(["sample", "--ckpt", str(ema_run), "--n", "6", "--seed", "1"]) == 2
+    assert console_main(["sample", "--ckpt", str(ema_run), "--n", "6", "--seed", "1"]) == 1
     err = capsys.readouterr().err
     assert "samples_n6_seed1 already exists and is not empty; nothing was written" in err
     assert (Path(first["out"]) / "samples.npz").stat().st_mtime_ns == stamp
@@ -77,7 +77,7 @@ def test_same_seed_same_samples_and_the_default_folder_is_never_overwritten(ema_
     (["--truncation", "-1"], "truncation must be None (no truncation) or > 0"),
 ])
 def test_impossible_settings_end_in_one_line(ema_run: Path, tmp_path: Path, capsys, flags, message) -> None:
-    assert console_main(["sample", "--ckpt", str(ema_run), "--out", str(tmp_path / "s"), *flags]) == 2
+    assert console_main(["sample", "--ckpt", str(ema_run), "--out", str(tmp_path / "s"), *flags]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert not (tmp_path / "s").exists()
@@ -86,7 +86,7 @@ def test_impossible_settings_end_in_one_line(ema_run: Path, tmp_path: Path, caps
 def test_a_truncated_checkpoint_is_named_and_nothing_is_written(ema_run: Path, tmp_path: Path, capsys) -> None:
     broken = tmp_path / "broken.ckpt"
     broken.write_bytes(ema_run.read_bytes()[:1000])
-    assert console_main(["sample", "--ckpt", str(broken), "--out", str(tmp_path / "s")]) == 2
+    assert console_main(["sample", "--ckpt", str(broken), "--out", str(tmp_path / "s")]) == 1
     err = capsys.readouterr().err
     assert f"cannot read checkpoint {broken}" in err and "truncated or corrupt" in err
     assert not (tmp_path / "s").exists()

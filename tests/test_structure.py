@@ -1,8 +1,9 @@
 """The package's import structure: no cycles, and a maths core that knows nothing of data loading.
 
-Every import of a project module counts (module level or inside a function), except those
-under `if TYPE_CHECKING:`, which never run. The maths core (lattice, assignment, costs,
-losses, perceptual) must not import any `neurosql_pl.datamodules` module.
+Every import of a project module counts: at module level, inside a function, and under
+`if TYPE_CHECKING:` too (such an import never runs, but two modules that name each other are
+still one design in two files). The maths core (lattice, assignment, costs, losses,
+perceptual) must not import any `neurosql_pl.datamodules` module.
 """
 
 from __future__ import annotations
@@ -28,15 +29,9 @@ def module_files() -> dict[str, Path]:
     return files
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
 def imported_modules(name: str, path: Path, known: set[str]) -> set[str]:
-    """The project modules that `name` imports at run time (resolved, relative imports included)."""
+    """The project modules that `name` imports anywhere in its file (resolved, relative imports
+    and those under `if TYPE_CHECKING:` included)."""
     is_package = path.name == "__init__.py"
     package = name if is_package else name.rpartition(".")[0]
     found: set[str] = set()
@@ -49,10 +44,6 @@ def imported_modules(name: str, path: Path, known: set[str]) -> set[str]:
 
     def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and _is_type_checking(child):
-                for other in child.orelse:
-                    visit(other)
-                continue
             if isinstance(child, ast.Import):
                 for alias in child.names:
                     add(alias.name)
@@ -105,6 +96,16 @@ def test_the_import_graph_is_read_correctly() -> None:
     assert "neurosql_pl.datamodules.errors" in graph["neurosql_pl.datamodules.download"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_imports_under_type_checking_count(tmp_path: Path) -> None:
+    """A cycle closed only by a type-checking import is still found."""
+    (tmp_path / "a.py").write_text("from . import b\n")
+    (tmp_path / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import A\n")
+    known = {"pkg.a", "pkg.b"}
+    graph = {name: imported_modules(name, tmp_path / f"{name[4:]}.py", known) for name in known}
+    assert graph == {"pkg.a": {"pkg.b"}, "pkg.b": {"pkg.a"}}
+    assert find_cycle(graph) == ["pkg.a", "pkg.b", "pkg.a"]
 
 
 def test_no_import_cycle_among_the_project_modules() -> None:

@@ -3,7 +3,8 @@
 The method lives in a few files: `lattice.py` (the quantile lattice Q), `assignment.py`
 (block-local linear assignment of samples to lattice points), `costs.py` + `losses.py`
 (the loss ℓ and its cost matrices in GEMM form), `networks.py` (generators), `module.py`
-(the `NeuroSQL` LightningModule) and `assignment_callback.py` (the epoch-boundary assignment
+(the `NeuroSQL` LightningModule), `assignment_costs.py` (the cost side of the assignment step:
+feature banks and block costs) and `assignment_callback.py` (the epoch-boundary assignment
 step).
 """
 

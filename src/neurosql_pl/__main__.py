@@ -1,4 +1,4 @@
-"""`python -m neurosql_pl fit --config …` runs the LightningCLI; `python -m neurosql_pl sample …` samples."""
+"""`python -m neurosql_pl …` is the `neurosql` command: `fit --config …`, `sample …`, `evaluate …`, `prepare …`."""
 
 import sys
 

@@ -1,7 +1,7 @@
 """Quantile assignment: block-local linear assignment between samples and lattice points.
 
 π is a permutation of the lattice indices 0..N-1 (π(i) = the lattice point sample i holds).
-One assignment step (DESIGN.md §1):
+One assignment step (docs/design.md §1):
   1. split the N sample indices at random into blocks B of size m (the last may be smaller);
   2. the candidates of a block are the lattice points it holds now, K_B = π(B), so π stays a
      permutation of the whole lattice;

@@ -1,11 +1,13 @@
 """Epoch-boundary assignment step of NeuroSQL, as a Lightning Callback.
 
-Every `every_n_epochs` epochs: split the samples into blocks of size m, have the module score
-each block (`NeuroSQL.block_costs`: C[i, k] = ℓ(X_i, G(Q_k)) over the lattice points the block
-holds, in GEMM form from its feature banks where it has them), solve the block's linear
-assignment, update π, then Ẑ ← ρ·Q_π + (1−ρ)·Ẑ. With `sweeps` > 1 this is repeated on new
-blocks, on the costs of one generator (its features computed once per step where the module
-has feature banks): each sweep can only lower the total cost. The blocks (`strategy`):
+Every `every_n_epochs` epochs: split the samples into blocks of size m, score each block with
+the model's cost side (`AssignmentCosts.block_costs`: C[i, k] = ℓ(X_i, G(Q_k)) over the lattice
+points the block holds, in GEMM form from the feature banks where there are some), solve the
+block's linear assignment, and hand the new π to the model (`apply_assignment`: π, then
+Ẑ ← ρ·Q_π + (1−ρ)·Ẑ). With m ≥ N there is one block, the global optimum. With `sweeps` > 1
+this is repeated on new blocks, on the costs of one generator (its features computed once per
+step where there are feature banks): each sweep can only lower the total cost. The blocks
+(`strategy`):
   random      random blocks (`assignment.random_blocks`);
   neighbours  samples whose images are alike (`assignment.neighbour_blocks` on the images'
               features, reduced to FEATURE_DIM principal directions);
@@ -29,8 +31,7 @@ and assign/multiscale_kept (1 when it was kept).
 from __future__ import annotations
 
 import time
-from functools import partial
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import lightning as L
 import numpy as np
@@ -39,18 +40,13 @@ import torch
 from .assignment import (
     BlockResult,
     apply_blocks,
-    check_permutation,
     feature_projection,
-    momentum_update,
     multiscale_blocks,
     neighbour_blocks,
     random_blocks,
     solve_blocks,
 )
-from .images import ImageSource, trainer_images
-
-if TYPE_CHECKING:
-    from .module import NeuroSQL
+from .assignment_costs import AssignmentCosts
 
 #: Principal directions of the features that "neighbours" and "multiscale" blocks are built from.
 FEATURE_DIM = 32
@@ -67,10 +63,25 @@ def step_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
 
 
-class AssignmentCallback(L.Callback):
-    """Updates the module's `assignment` (π) and `latents` (Ẑ) at epoch ends.
+class AssignedModel(Protocol):
+    """What the assignment step uses of a model (`NeuroSQL`): π, its cost side, the update."""
 
-    `NeuroSQL.configure_callbacks` makes it from the model's settings (block_size, rho, solver,
+    assignment: torch.Tensor  # π (N,) int64: the lattice point each sample holds
+
+    def assignment_costs(self) -> AssignmentCosts:
+        """The cost side of the step (ready for it: under DDP with rank 0's generator buffers)."""
+
+    def apply_assignment(self, assignment: torch.Tensor) -> None:
+        """Take the new π (N,): π ← assignment, then the momentum update of the codes Ẑ."""
+
+    def log(self, name: str, value: Any, **kwargs: Any) -> None:
+        """Log a metric (`LightningModule.log`)."""
+
+
+class AssignmentCallback(L.Callback):
+    """Updates the model's π (and through it Ẑ) at epoch ends.
+
+    `NeuroSQL.configure_callbacks` makes it from the model's settings (block_size, solver,
     assign_every, assign_sweeps, block_strategy, seed), which hold the defaults and their checks.
     """
 
@@ -78,57 +89,53 @@ class AssignmentCallback(L.Callback):
         self,
         *,
         block_size: int,
-        rho: float,
         solver: str,
         every_n_epochs: int,
         seed: int,
         sweeps: int = 1,
         strategy: str = "random",
     ) -> None:
-        self.block_size, self.rho, self.solver = block_size, rho, solver
+        self.block_size, self.solver = block_size, solver
         self.every_n_epochs, self.seed = every_n_epochs, seed
         self.sweeps, self.strategy = sweeps, strategy
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: NeuroSQL) -> None:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: AssignedModel) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs != 0:
             return
-        stats = self.assign(pl_module, trainer_images(trainer), epoch=trainer.current_epoch, trainer=trainer)
+        stats = self.assign(pl_module, epoch=trainer.current_epoch, trainer=trainer)
         for name, value in stats.items():
             pl_module.log(f"assign/{name}", value, on_epoch=True, sync_dist=False)
 
     @torch.no_grad()
-    def assign(
-        self, module: NeuroSQL, images_at: ImageSource, epoch: int, trainer: L.Trainer | None = None
-    ) -> dict[str, float]:
-        """One assignment step on all N samples; images_at(indices) gives their images in [-1, 1].
+    def assign(self, module: AssignedModel, epoch: int, trainer: L.Trainer | None = None) -> dict[str, float]:
+        """One assignment step on all N samples of `module`; returns its statistics (see the
+        module docstring).
 
         The blocks are drawn from (seed, epoch, sweep). With a multi-process `trainer` this rank
         solves every world-th block and gathers the others' results; without one (or with one
         process) it solves all blocks.
         """
         start = time.perf_counter()
-        n, m = module.num_samples, self.block_size
+        costs = module.assignment_costs()
+        n, m = costs.num_samples, self.block_size
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        if world > 1:
-            broadcast_buffers(module.generator)
         # one block is the global optimum: a single random sweep
         sweeps, strategy = (1, "random") if m >= n else (self.sweeps, self.strategy)
         multiscale = strategy == "multiscale"
-        # every lattice point is scored more than once: compute its features once for the step
-        reused = module.cache_generated_features() if sweeps > 1 or multiscale else None
-        cost_fn = partial(module.block_costs, images_at=images_at)
-        per_call = module.costs_per_call(m)
+        # when every lattice point is scored more than once, its features are computed once for the step
+        reused = costs.begin_step(repeated=sweeps > 1 or multiscale)
+        per_call = costs.blocks_per_call(min(m, n))
 
         def solve(pi: torch.Tensor, blocks: list[torch.Tensor]) -> BlockResult:
-            result = solve_blocks(pi, blocks[rank::world], cost_fn, self.solver, per_call)
-            return gather_block_results(trainer, result, blocks, module.device) if world > 1 else result
+            result = solve_blocks(pi, blocks[rank::world], costs.block_costs, self.solver, per_call)
+            return gather_block_results(trainer, result, blocks, costs.device) if world > 1 else result
 
         def from_rank0(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
             return trainer.strategy.broadcast(tensors, src=0) if world > 1 else tensors
 
         features: list[torch.Tensor] = []  # the images' (and with multiscale the generated images') features
         if strategy != "random":
-            real, generated = module.assignment_features(images_at, generated=multiscale)
+            real, generated = costs.features(generated=multiscale)
             clouds = [real, generated] if multiscale else [real]
             features = feature_projection(clouds, FEATURE_DIM, step_generator(self.seed, epoch, _FEATURE_STREAM))
 
@@ -148,36 +155,24 @@ class AssignmentCallback(L.Callback):
         pi = old
         for sweep in range(sweeps):
             result = solve(pi, sweep_blocks(sweep))
-            pi, costs = apply_blocks(pi, result)
+            pi, assigned = apply_blocks(pi, result)
             if sweep == 0:
                 stats["total_cost_before"] = float(result.held_costs.double().sum())
                 if multiscale:
                     stats["multiscale_total_cost"] = float(candidate[1].double().sum())
-                    kept = stats["multiscale_total_cost"] < float(costs.double().sum())
-                    pi, costs = candidate if kept else (pi, costs)
+                    kept = stats["multiscale_total_cost"] < float(assigned.double().sum())
+                    pi, assigned = candidate if kept else (pi, assigned)
                     stats["multiscale_kept"] = float(kept)
-        check_permutation(pi, n)
-        recorded = module.finish_assignment()
-        module.assignment = pi.to(module.assignment.device)
-        module.latents = momentum_update(module.latents, module.lattice, module.assignment, self.rho)
+        costs.end_step()
+        module.apply_assignment(pi)
         return {
-            "total_cost": float(costs.double().sum()),
+            "total_cost": float(assigned.double().sum()),
             **stats,
-            "mean_cost": float(costs.mean()),
+            "mean_cost": float(assigned.mean()),
             "frac_changed": float((pi != old).float().mean()),
-            "frac_reused": recorded if reused is None else reused,
+            "frac_reused": reused,
             "time_s": time.perf_counter() - start,
         }
-
-
-def broadcast_buffers(module: torch.nn.Module) -> None:
-    """Copy rank 0's buffers (BatchNorm running statistics) to every rank.
-
-    DDP re-broadcasts them only at the next forward pass; without this each rank would score
-    its blocks with its own, slightly different, eval-mode generator.
-    """
-    for buffer in module.buffers():
-        torch.distributed.broadcast(buffer, src=0)
 
 
 def gather_block_results(

@@ -1,13 +1,21 @@
-"""Command-line entry point: LightningCLI over every model and datamodule of the project.
+"""The `neurosql` command (= `python -m neurosql_pl`): LightningCLI over every model and
+datamodule of the project, and the subcommands that run one function (`commands.py`).
 
     neurosql fit --config experiments/configs/trainer/default.yaml \
         --config experiments/configs/model/neurosql_mse.yaml --config experiments/configs/data/mnist.yaml \
         --trainer.default_root_dir runs/mnist --model.rho 0.5
+    neurosql sample --ckpt runs/mnist/checkpoints/last.ckpt --n 1000      # images out of a checkpoint
+    neurosql evaluate --ckpt runs/mnist/checkpoints/last.ckpt --n 1000    # scores: eval.json
+    neurosql prepare celeba                                               # download or check data
 
-(`python -m neurosql_pl` is the same command.) `neurosql sample --ckpt … --n …` writes images
-out of a checkpoint instead (see `sampling.py`). A `--config` value of the form KIND/NAME that is
-no file here, e.g. `--config data/mnist`, names the config piece installed with the library
-(`neurosql_pl.configs`: experiments/configs/KIND/NAME.yaml), so no checkout is needed:
+`fit`, `validate`, `test` and `predict` are LightningCLI's. An error of the user's (a
+`neurosql_pl.errors.UserError`: missing or corrupt data, a checkpoint that does not fit, an
+impossible setting) ends in one 'error: …' message and exit status 1, wherever it was raised;
+a wrong option in one 'error: …' line and status 2; any other exception keeps its traceback.
+
+A `--config` value of the form KIND/NAME that is no file here, e.g. `--config data/mnist`, names
+the config piece installed with the library (`neurosql_pl.configs`: experiments/configs/KIND/NAME.yaml),
+so no checkout is needed:
 
     neurosql fit --config trainer/default --config model/neurosql_mse --config data/mnist
 
@@ -22,34 +30,38 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from .artifacts import RunArtifacts
-from .cli_errors import check_resume_checkpoint, check_writable, protect_earlier_run, root_cause, short_error
+from .cli_errors import OneLineErrors, check_resume_checkpoint, check_writable, protect_earlier_run, root_cause
+from .commands import run_command
 from .configs import packaged_config
 from .loggers import checkpoint_run_id, folder_run_id, new_run_id
 from .preemption import SIGTERMException, StopOnSigterm
 
 AUTO_WANDB = "neurosql_pl.loggers.AutoWandbLogger"
 DEFAULT_RUN_DIR = "runs/default"
+DESCRIPTION = (
+    "NeuroSQL's command. Training: fit, validate, test, predict (LightningCLI). Out of a checkpoint or "
+    "for data: sample (images), evaluate (scores: eval.json), prepare (download or check a data config); "
+    "`neurosql sample --help` lists the options of sample, and so on."
+)
+FUNCTION_COMMANDS = ("sample", "evaluate", "prepare")  # beside LightningCLI's: they run one function (commands.py)
 TRIAL = "{trial}"  # in --trainer.default_root_dir: one folder per sweep trial (see trial_folder)
 
 
-class NeuroSQLParser(LightningArgumentParser):
+class NeuroSQLParser(OneLineErrors, LightningArgumentParser):
     """The CLI's parser: a wrong option ends in one short 'error: …' line (exit status 2), not in the
     whole usage text and jsonargparse's 'Union subtypes' report."""
 
-    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        if not self.exit_on_error:
-            super().error(message, ex)
-        print(f"error: {short_error(message)} (`neurosql fit --help` lists every option)", file=sys.stderr)
-        sys.exit(2)
+    def help_command(self) -> str:
+        return "neurosql fit --help"
 
 
 class NeuroSQLCLI(LightningCLI):
@@ -104,11 +116,14 @@ class NeuroSQLCLI(LightningCLI):
 
 def trial_folder(root: str) -> str:
     """``{trial}`` in the run folder → this trial's W&B run id (WANDB_RUN_ID, which a sweep agent
-    sets; else a new id, put in the environment so that DDP's worker processes pick the same one):
-    every sweep trial writes its own folder."""
+    sets; else a new id): every sweep trial writes its own folder, and logs to that W&B run."""
     if TRIAL not in root:
         return root
     if not os.environ.get("WANDB_RUN_ID"):
+        # An environment write on purpose, the one way to reach the other DDP processes: Lightning's
+        # subprocess launcher starts ranks 1… by re-running this same command line (sys.argv, still
+        # with `{trial}`) with a copy of os.environ, and they pick the id up here, so every rank
+        # resolves the same folder. It is the variable a sweep agent sets, which AutoWandbLogger reads.
         os.environ["WANDB_RUN_ID"] = new_run_id()
     return root.replace(TRIAL, os.environ["WANDB_RUN_ID"])
 
@@ -144,6 +159,7 @@ def main(args: list[str] | None = None, run: bool = True) -> NeuroSQLCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"prog": "neurosql", "description": DESCRIPTION},
         args=expand_config_names(sys.argv[1:] if args is None else args),
         run=run,
         auto_configure_optimizers=False,
@@ -152,13 +168,29 @@ def main(args: list[str] | None = None, run: bool = True) -> NeuroSQLCLI:
 
 
 def console_main(argv: Sequence[str] | None = None) -> int:
-    """The `neurosql` command: `neurosql sample …` (sampling.main), else the LightningCLI;
-    the exit status."""
+    """The `neurosql` command: `sample`, `evaluate`, `prepare` (their modules' ``command``), else
+    the LightningCLI; the exit status. A UserError is one 'error: …' message (status 1)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["sample"]:
-        from .sampling import main as sample_main
+    command = function_command(args[0]) if args else None
+    return run_command(command, args[1:]) if command else run_command(lightning_command, args)
 
-        return sample_main(args[1:])
+
+def function_command(name: str) -> Callable[[list[str]], int] | None:
+    """The ``command(argv)`` of `neurosql NAME` for NAME in FUNCTION_COMMANDS (imported only when
+    asked for, so that `neurosql fit` does not load them), else None."""
+    if name == "sample":
+        from .sampling import command
+    elif name == "evaluate":
+        from .evaluate import command
+    elif name == "prepare":
+        from .datamodules.prepare import command
+    else:
+        return None
+    return command
+
+
+def lightning_command(args: list[str]) -> int:
+    """`neurosql fit|validate|test|predict …`: the exit status."""
     try:
         main(args)
     except SIGTERMException:  # StopOnSigterm printed how to resume

@@ -1,20 +1,60 @@
-"""What the CLI refuses before it trains, and how it says so: one line that names the problem
-and what to do, with nothing already written touched.
+"""What the CLI refuses before it trains, and how it says so and any error of the user's: one
+line that names the problem and what to do, with nothing already written touched.
 
   check_writable            the run folder can be created and written
   protect_earlier_run       a fresh fit does not replace an earlier run's checkpoints
   check_resume_checkpoint   --ckpt_path names a whole checkpoint (else: which file, and which are left)
   short_error, root_cause   jsonargparse's long reports → the gist (a wrong option, a constructor's error)
+  OneLineErrors             a parser whose usage errors are one 'error: …' line (status 2)
+  user_error_line           a `UserError` as `neurosql` prints it (status 1), from wherever it was raised
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 import zipfile
 from pathlib import Path
+from typing import NoReturn
 
-__all__ = ["check_resume_checkpoint", "check_writable", "protect_earlier_run", "root_cause", "short_error"]
+from .errors import UserError
+
+__all__ = [
+    "OneLineErrors", "check_resume_checkpoint", "check_writable", "protect_earlier_run", "root_cause", "short_error",
+    "user_error_line",
+]
+
+
+class OneLineErrors:
+    """Mixed into a jsonargparse parser: a wrong option ends in one short 'error: …' line (exit
+    status 2), not in the whole usage text and jsonargparse's 'Union subtypes' report."""
+
+    exit_on_error: bool
+    prog: str
+
+    def help_command(self) -> str:
+        """The command that lists every option, named in the error line."""
+        return f"{self.prog} --help"
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:  # jsonargparse trying one alternative of several: it raises, not exits
+            super().error(message, ex)  # type: ignore[misc]
+        print(f"error: {short_error(message)} (`{self.help_command()}` lists every option)", file=sys.stderr)
+        sys.exit(2)
+
+
+def user_error_line(err: UserError, rank: int = 0) -> str:
+    """``error: <message>``: the whole message (a dataset's expected layout spans lines), with
+    ``(rank r)`` from the second DDP process on, where every rank meets the same error. A message
+    that a DataLoader worker re-raised (``Caught … in DataLoader worker process k. Original
+    Traceback …``) is cut back to the original message."""
+    message = str(err)
+    if message.startswith("Caught ") and "\nOriginal Traceback" in message:
+        raised = list(re.finditer(rf"^(?:[\w.]+\.)?{re.escape(type(err).__name__)}: ", message, re.MULTILINE))
+        message = message[raised[-1].end():].strip() if raised else message
+    where = f" (rank {rank})" if rank else ""
+    return f"error{where}: {message}"
 
 
 def short_error(message: str) -> str:

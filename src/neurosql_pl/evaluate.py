@@ -81,6 +81,7 @@ from .features import (
     stats_cache_key,
 )
 from .files import write_json_atomic
+from .generative_model import GenerativeModel
 from .prior import check_truncation
 from .run_folder import (
     EVAL_FILE,
@@ -329,24 +330,15 @@ def score_perceptual(drawn: Drawn, nn_syn: Tensor, nn_test: Tensor, lpips_net: n
 
 
 def reconstruct_callable(model: Any) -> Callable[[Tensor, Tensor], Tensor] | None:
-    """Adapt the model's reconstruction method to (images, indices) → images; None if it has none.
-
-    ``reconstruct_images(x)`` is used when the model has it (autoencoders); else
-    ``reconstruct``: a first parameter named idx / indices / index takes dataset indices
-    (NeuroSQL reconstructs G(Ẑ_i)), any other name takes the images."""
-    method = getattr(model, "reconstruct_images", None)
-    by_index = False
-    if not callable(method):
-        method = getattr(model, "reconstruct", None)
-        if not callable(method):
-            return None
-        params = [p for p in inspect.signature(method).parameters.values() if p.kind != p.VAR_KEYWORD]
-        by_index = bool(params) and params[0].name in ("idx", "indices", "index")
-    device = next(iter(model.parameters()), torch.empty(0)).device
+    """The model's reconstructions as (images, indices) → images on the CPU, from what the model
+    says it reconstructs from (``GenerativeModel.reconstructs_from``: NeuroSQL its codes of the
+    indices, the VAE the images); None when it does not reconstruct."""
+    if not isinstance(model, GenerativeModel) or model.reconstructs_from is None:
+        return None
 
     def call(x: Tensor, i: Tensor) -> Tensor:
         with torch.no_grad():
-            return method(i.to(device) if by_index else x.to(device)).float().cpu()
+            return model.reconstruct_training(x, i).float().cpu()
 
     return call
 
@@ -356,9 +348,9 @@ def score_reconstructions(model: Any, drawn: Drawn, lpips_net: nn.Module, batch_
     reconstruct them."""
     recon: dict[str, Any] = {"mse": None, "psnr": None, "ssim": None, "lpips": None}
     fn = reconstruct_callable(model)
-    model_n = getattr(model, "num_samples", None)
-    if fn is not None and isinstance(model_n, int) and model_n != drawn.n_train_total:
-        say(f"skipping reconstructions: the model holds codes for N={model_n} images, the data has {drawn.n_train_total}")
+    if fn is not None and model.reconstructs_from == "indices" and model.num_samples != drawn.n_train_total:
+        say(f"skipping reconstructions: the model holds codes for N={model.num_samples} images, "
+            f"the data has {drawn.n_train_total}")
         fn = None
     if fn is not None:
         try:
@@ -597,54 +589,43 @@ _SWITCHES = {"--no-cache": "--use_cache=false", "--no-baseline": "--baseline=fal
 
 
 def build_parser():
-    """The command's parser (jsonargparse): one option per parameter of ``evaluate``, its doc
-    from evaluate's docstring; plus ``--quiet``."""
-    from jsonargparse import ArgumentParser
+    """The command's parser: one option per parameter of ``evaluate`` (commands.py), plus ``--quiet``."""
+    from .commands import function_parser
 
-    parser = ArgumentParser(
-        prog="python -m neurosql_pl.evaluate",
-        description=evaluate.__doc__.split("\n\n")[0] + " The table goes to stdout, progress to stderr. "
-        "Earlier spellings work too: --data-config, --no-cache, --no-baseline, --fid-method, ...",
+    parser = function_parser(
+        evaluate, "neurosql evaluate", evaluate.__doc__.split("\n\n")[0] + " The table goes to stdout, progress "
+        "to stderr. Earlier spellings work too: --data-config, --no-cache, --no-baseline, --fid-method, ...",
+        skip=_NOT_FLAGS,
     )
-    parser.add_function_arguments(evaluate, skip=_NOT_FLAGS, as_group=False)
     parser.add_argument("--quiet", action="store_true", help="print only the table")
     return parser
 
 
-def _jsonargparse_spelling(argv: Sequence[str]) -> list[str]:
-    """``--data-config x`` → ``--data_config x``, ``--no-cache`` → ``--use_cache=false``, …: the
-    spellings of the earlier argparse command keep working."""
-    out = []
-    for arg in argv:
-        name, eq, value = arg.partition("=")
-        if arg in _SWITCHES:
-            out.append(_SWITCHES[arg])
-        elif name.startswith("--") and "-" in name[2:]:
-            out.append("--" + name[2:].replace("-", "_") + eq + value)
-        else:
-            out.append(arg)
-    return out
-
-
 def parse_options(argv: Sequence[str]) -> dict[str, Any]:
-    """The keyword arguments of ``evaluate`` (and ``quiet``) from a command line; exits with
-    status 2 and a usage message when it is wrong."""
-    return build_parser().parse_args(_jsonargparse_spelling(argv)).as_dict()
+    """The keyword arguments of ``evaluate`` (and ``quiet``) from a command line, in its jsonargparse
+    or its earlier argparse spelling; exits with status 2 and one 'error: …' line when it is wrong."""
+    from .commands import parse_command_line
+
+    return parse_command_line(build_parser(), argv, _SWITCHES)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m neurosql_pl.evaluate``: 0 when eval.json was written, 2 for a usage or
-    evaluation error (the message says why)."""
-    options = parse_options(sys.argv[1:] if argv is None else argv)
+def command(argv: Sequence[str]) -> int:
+    """``neurosql evaluate …``: the table to stdout, where eval.json went to stderr (status 0). An
+    EvaluationError propagates: `neurosql` prints it as one 'error: …' line (status 1)."""
+    options = parse_options(argv)
     log = None if options.pop("quiet") else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    try:
-        report = evaluate(**options, log=log)
-    except EvaluationError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    report = evaluate(**options, log=log)
     print(format_markdown(report))
     print(f"\nwrote {report['eval_json']}", file=sys.stderr)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The earlier spellings ``python -m neurosql_pl.evaluate …`` and ``neurosql-evaluate …``, the
+    same as ``neurosql evaluate …``: the exit status."""
+    from .commands import run_command
+
+    return run_command(command, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

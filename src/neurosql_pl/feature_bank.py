@@ -1,4 +1,4 @@
-"""Loss features kept in memory between assignment steps (DESIGN.md §2).
+"""Loss features kept in memory between assignment steps (docs/design.md §2).
 
 The loss is ℓ(x, y) = ‖F(x) − F(y)‖² + ‖ψ(x) − ψ(y)‖₁ (squared part: LPIPS and/or MSE; L1
 part: pixel L1 or Laplacian-pyramid L1; see `losses.py`), so an assignment step needs the

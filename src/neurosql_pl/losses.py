@@ -26,7 +26,7 @@ Two parts, each a distance between fixed feature vectors of one image:
 So ℓ(x, y) = ‖F(x) − F(y)‖² + ‖ψ(x) − ψ(y)‖₁, and a block of costs C[i, k] = ℓ(x_i, y_k) is
 one GEMM on F (``costs.pairwise_sq_dists``, n·m·D_F flops) plus one ``costs.pairwise_l1`` on
 ψ (n·m·D_ψ, no BLAS). ``features`` gives [F, ψ] side by side (D_F + D_ψ columns,
-``feature_dims``), which is what the feature banks of module.py store.
+``feature_dims``), which is what the feature banks of assignment_costs.py store.
 """
 
 from __future__ import annotations

@@ -4,9 +4,11 @@ Per training sample i (its dataset index) the module keeps, as checkpointed buff
   assignment[i] = π(i)  the lattice point sample i holds (π is a permutation of 0..N-1),
   latents[i]    = Ẑ_i   the code the generator is trained on (d floats);
 and the lattice Q (N, d) itself. `training_step` minimises ℓ(X_i, G(Ẑ_i)) over minibatches;
-the epoch-boundary `AssignmentCallback` (returned by `configure_callbacks`) updates π and Ẑ,
-scoring its blocks with `block_costs`: the module owns the loss, the feature banks and
-where the assignment's G(Q_k) come from (`cost_outputs`). New images come from z ~ N(0, I_d).
+the epoch-boundary `AssignmentCallback` (returned by `configure_callbacks`) updates π and Ẑ.
+During a fit the module owns the cost side of that step, an `AssignmentCosts` (the feature
+banks, the block costs, the generated features recorded by the epoch: `cost_outputs`): the
+callback takes it from `assignment_costs()` and hands the new π back to `apply_assignment`,
+which makes the momentum update. New images come from z ~ N(0, I_d).
 
 Two generators, with `ema_decay` > 0: `generator` is the live one, the one training and the
 assignment use (the assignment must match what training optimises); `ema_generator` is an
@@ -24,29 +26,42 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
-from .assignment import BLOCK_STRATEGIES, SOLVERS, pca_assignment, random_assignment
+from .assignment import (
+    BLOCK_STRATEGIES,
+    SOLVERS,
+    check_permutation,
+    momentum_update,
+    pca_assignment,
+    random_assignment,
+)
 from .assignment_callback import AssignmentCallback
-from .feature_bank import FeatureBank
+from .assignment_costs import BATCH, AssignmentCosts, check_cost_outputs
+from .errors import CheckpointMismatchError, SettingError
+from .generative_model import GenerativeModel
 from .images import ImageSource, trainer_images
 from .lattice import load_or_build_lattice
 from .losses import ReconstructionLoss
 from .networks import build_generator, check_upsample
 from .prior import sample_prior
-from .training_utils import WeightEMA, check_ema_decay, check_finite_loss, eval_mode, match_ema_state, sampling_network, update_ema
+from .training_utils import check_ema_decay, check_finite_loss, eval_mode
 
 LOSS_PREFIX = "loss_fn."  # state-dict keys of the frozen loss network, left out of checkpoints
-BATCH = 512  # images per generator / loss-network pass outside training (feature banks, costs, sampling)
 
 
-class NeuroSQL(L.LightningModule):
+class NeuroSQL(GenerativeModel):
     """NeuroSQL generative model.
 
     Shapes and sizes come from the datamodule at `setup` (N = its `num_samples`, images of its
     `image_shape` (C, H, W), values in [-1, 1]) unless given here (as when loading a checkpoint).
+    The defaults are the configuration we recommend on a CPU, the one `make train` runs (its
+    model piece, experiments/configs/model/neurosql.yaml, sets nothing else): pixel L1 loss, no
+    perceptual term, multiscale blocks, OT-PCA initial π, costs from the epoch's own outputs.
     """
+
+    network_name = "generator"
+    reconstructs_from = "indices"  # reconstruct(idx) = G(Ẑ_i)
 
     def __init__(
         self,
@@ -60,20 +75,20 @@ class NeuroSQL(L.LightningModule):
         block_size: int = 256,
         solver: str = "exact",
         assign_every: int = 1,
-        init: str = "random",
-        perceptual: str | None = "stlpips-alex",
+        init: str = "pca",
+        perceptual: str | None = None,
         perceptual_weight: float = 1.0,
-        pixel: str | None = "l2",
+        pixel: str | None = "l1",
         pixel_weight: float = 1.0,
         pretrained_backbone: bool = True,
         lattice_reference: str = "cube",
         lattice_method: str = "pot",
         lattice_cache_dir: str | None = None,
         feature_cache_gb: float = 6.0,
-        cost_outputs: str = "fresh",
+        cost_outputs: str = "epoch",
         ema_decay: float = 0.0,
         assign_sweeps: int = 1,
-        block_strategy: str = "random",
+        block_strategy: str = "multiscale",
         seed: int = 0,
         image_shape: tuple[int, int, int] | None = None,
         num_samples: int | None = None,
@@ -87,7 +102,8 @@ class NeuroSQL(L.LightningModule):
                 convolution, no checkerboard artefacts); see `networks.py`.
             lr / betas: Adam settings of the generator.
             rho: momentum ρ ∈ (0, 1] of the code update Ẑ ← ρ·Q_π + (1−ρ)·Ẑ (1 = jump to Q_π).
-            block_size: m, the local assignment size (2 ≤ m; m ≥ N means one global assignment).
+            block_size: m, the local assignment size (2 ≤ m; m ≥ N means one global assignment:
+                a folder of fewer than m images trains as it is).
             solver: one of `assignment.SOLVERS`: "exact" (scipy), "pot" (ot.emd) or "greedy".
             assign_every: run the assignment step every this many epochs (≥ 1).
             init: initial π, "random" or "pca" (OT of the images' whitened PCA scores to the lattice).
@@ -141,12 +157,7 @@ class NeuroSQL(L.LightningModule):
             raise ValueError(f"assign_sweeps must be >= 1, got {assign_sweeps}")
         if block_strategy not in BLOCK_STRATEGIES:
             raise ValueError(f"block_strategy must be one of {BLOCK_STRATEGIES}, got {block_strategy!r}")
-        if cost_outputs not in ("fresh", "epoch"):
-            raise ValueError(f"cost_outputs must be 'fresh' or 'epoch', got {cost_outputs!r}")
-        if cost_outputs == "epoch" and rho != 1.0:
-            raise ValueError(
-                f"cost_outputs='epoch' reuses G(Ẑ_i) = G(Q_π(i)) from training, which needs rho=1; got rho={rho}"
-            )
+        check_cost_outputs(cost_outputs, rho)
         self.save_hyperparameters()
         self.loss_fn = ReconstructionLoss(
             perceptual=perceptual,
@@ -155,16 +166,14 @@ class NeuroSQL(L.LightningModule):
             pixel_weight=pixel_weight,
             pretrained_backbone=pretrained_backbone,
         )
-        self.generator: nn.Module | None = None
-        self.ema_generator: WeightEMA | None = None  # with ema_decay > 0: the generator sample() uses
+        self.generator: nn.Module | None = None  # its EMA, ema_generator, comes with it (GenerativeModel.build_ema)
         self.register_buffer("lattice", torch.empty(0, latent_dim))
         self.register_buffer("assignment", torch.empty(0, dtype=torch.long))
         self.register_buffer("latents", torch.empty(0, latent_dim))
         self.register_buffer("initialized", torch.tensor(False))
         # Under DDP every rank updates these identically at epoch ends: never re-broadcast them.
         self._ddp_params_and_buffers_to_ignore = ["lattice", "assignment", "latents", "initialized"]
-        self.real_bank: FeatureBank | None = None  # [F, ψ](X_i), rows = sample index
-        self.fake_bank: FeatureBank | None = None  # [F, ψ](G(Q_k)), rows = lattice index
+        self._costs: AssignmentCosts | None = None  # the assignment's cost side, during a fit
         if image_shape is not None and num_samples is not None:
             self._build(tuple(image_shape), int(num_samples))
 
@@ -172,11 +181,11 @@ class NeuroSQL(L.LightningModule):
     def _build(self, image_shape: tuple[int, int, int], num_samples: int) -> None:
         """Create the generator and the (N, d) per-sample buffers (values set in `on_fit_start`)."""
         if num_samples < 2:
-            raise ValueError(f"NeuroSQL needs at least 2 training samples, got {num_samples}")
+            raise SettingError(f"NeuroSQL needs at least 2 training samples, got {num_samples}")
         hp = self.hparams
         d = hp.latent_dim
         self.generator = build_generator(hp.generator, d, image_shape, hp.generator_width, hp.upsample)
-        self.ema_generator = WeightEMA.of(self.generator, hp.ema_decay)
+        self.build_ema()
         self.lattice = torch.zeros(num_samples, d)
         self.assignment = torch.arange(num_samples)
         self.latents = torch.zeros(num_samples, d)
@@ -189,21 +198,16 @@ class NeuroSQL(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Take N and the image shape from the datamodule; check them against a built model."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = self.datamodule
         if datamodule is None or not hasattr(datamodule, "num_samples"):
             if self.generator is None:
                 raise RuntimeError("NeuroSQL needs a datamodule with `num_samples` and `image_shape` (or both given)")
             return
         shape, n = tuple(datamodule.image_shape), int(datamodule.num_samples)
-        if self.hparams.block_size > n:
-            raise ValueError(
-                f"block_size m={self.hparams.block_size} is larger than the N={n} training samples; "
-                f"use 2 <= m <= {n} (m = N is one global assignment)"
-            )
         if self.generator is None:
             self._build(shape, n)
         elif (shape, n) != (tuple(self.hparams.image_shape), self.num_samples):
-            raise ValueError(
+            raise CheckpointMismatchError(
                 f"the model was built for N={self.num_samples} images of shape {tuple(self.hparams.image_shape)}, "
                 f"but the data has N={n} images of shape {shape}; use the same data (and subset) as the checkpoint"
             )
@@ -218,7 +222,7 @@ class NeuroSQL(L.LightningModule):
         lattice = load_or_build_lattice(n, hp.latent_dim, hp.lattice_reference, hp.lattice_method, hp.seed, cache)
         generator = torch.Generator().manual_seed(hp.seed)
         if hp.init == "pca":
-            pi = pca_assignment(trainer_images(self.trainer), lattice, generator, block_size=min(hp.block_size, n))
+            pi = pca_assignment(trainer_images(self.trainer), lattice, generator, block_size=hp.block_size)
         else:
             pi = random_assignment(n, generator)
         # broadcast from rank 0 so every process starts from identical state
@@ -230,28 +234,23 @@ class NeuroSQL(L.LightningModule):
         self.initialized.fill_(True)
 
     def on_train_start(self) -> None:
-        self.build_feature_banks(trainer_images(self.trainer))
+        self.build_assignment_costs(trainer_images(self.trainer))
 
     def on_train_end(self) -> None:
-        self.real_bank = self.fake_bank = None  # per-fit memory (up to 2 × feature_cache_gb)
+        self._costs = None  # per-fit memory (up to 2 × feature_cache_gb)
 
-    def build_feature_banks(self, images_at: ImageSource) -> None:
-        """Real-image features once per fit (and an empty bank for generated ones), within budget.
-
-        images_at(indices) gives the training images in [-1, 1] (`images.trainer_images` in a fit).
-        """
-        self.real_bank = self.fake_bank = None
-        hp, n = self.hparams, self.num_samples
-        dim = self.loss_fn.feature_dim(tuple(hp.image_shape))
-        bank = FeatureBank.within_budget(n, dim, hp.feature_cache_gb)
-        if bank is None:
-            rank_zero_warn(f"real-image features ({n}×{dim}) exceed feature_cache_gb={hp.feature_cache_gb}; computing them per step")
-            return
-        for rows in torch.arange(n).split(BATCH):
-            bank.put(rows, self.loss_fn.features_batched(images_at(rows).to(self.device), batch_size=BATCH))
-        self.real_bank = bank
-        if hp.cost_outputs == "epoch":
-            self.fake_bank = FeatureBank.within_budget(n, dim, hp.feature_cache_gb)
+    def build_assignment_costs(self, images_at: ImageSource) -> AssignmentCosts:
+        """The cost side of this fit's assignment steps and of its training loss (`on_train_start`
+        builds it): the real-image features are computed now, on the lattice as it is now; G(Q_k)
+        comes from the live generator at each call. images_at(indices) gives the training images
+        in [-1, 1] (`images.trainer_images` in a fit)."""
+        self._costs = None  # the old banks go before the new ones are filled
+        hp = self.hparams
+        self._costs = AssignmentCosts(
+            self.loss_fn, self.lattice, self._generate, images_at, tuple(hp.image_shape), hp.cost_outputs,
+            hp.feature_cache_gb, self.device,
+        )
+        return self._costs
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """RNG states in; the frozen loss network's weights out (rebuilt from its name on load)."""
@@ -270,7 +269,7 @@ class NeuroSQL(L.LightningModule):
             state.setdefault(key, value)  # not stored (see on_save_checkpoint): this model's own frozen copy
         n, d = state["latents"].shape
         if d != self.hparams.latent_dim:
-            raise ValueError(
+            raise CheckpointMismatchError(
                 f"checkpoint has latent_dim={d} but this model has latent_dim={self.hparams.latent_dim}; "
                 f"resume with --model.latent_dim {d}"
             )
@@ -278,16 +277,16 @@ class NeuroSQL(L.LightningModule):
         if self.generator is None and shape:
             self._build(shape, n)
         elif shape and shape != tuple(self.hparams.image_shape):
-            raise ValueError(
+            raise CheckpointMismatchError(
                 f"checkpoint was trained on images of shape {shape} but the data has {tuple(self.hparams.image_shape)}; "
                 "resume with the same dataset settings (image_size, channels) as the checkpoint"
             )
         elif self.num_samples != n:
-            raise ValueError(
+            raise CheckpointMismatchError(
                 f"checkpoint holds per-sample state for N={n} images but the data has N={self.num_samples}; "
                 "resume with the same dataset and subset as the checkpoint"
             )
-        match_ema_state(checkpoint, "ema_generator", "generator", self.ema_generator)
+        super().on_load_checkpoint(checkpoint)
 
     # ---------------------------------------------------------------- training
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -298,15 +297,7 @@ class NeuroSQL(L.LightningModule):
         """batch = (images (B, C, H, W) in [-1, 1], dataset indices (B,)) → mean ℓ(X_i, G(Ẑ_i))."""
         x, idx = batch
         fake = self.generator(self.latents[idx])
-        if self.real_bank is not None:  # ℓ from the features [F, ψ] of G(Ẑ_i) and the cached ones of X_i
-            fake_features = self.loss_fn.features(fake)
-            real_features = self.real_bank.get(idx, fake.device)
-            per_sample = self.loss_fn.distance_from_features(fake_features, real_features, fake.shape[1:])
-            if self.fake_bank is not None:
-                self.fake_bank.put(self.assignment[idx], fake_features)
-        else:
-            per_sample = self.loss_fn(fake, x)
-        loss = per_sample.mean()
+        loss = self._costs.loss(fake, x, idx, self.assignment[idx]).mean()
         check_finite_loss(loss, self, remedy="lower --model.lr")
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x.shape[0])
         return loss
@@ -314,17 +305,11 @@ class NeuroSQL(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.generator.parameters(), lr=self.hparams.lr, betas=tuple(self.hparams.betas))
 
-    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
-        """The generator's optimiser step, then the EMA update (when ema_decay > 0)."""
-        super().optimizer_step(*args, **kwargs)
-        update_ema(self.ema_generator, self.generator)
-
     def configure_callbacks(self) -> list[L.Callback]:
         hp = self.hparams
         return [
             AssignmentCallback(
                 block_size=hp.block_size,
-                rho=hp.rho,
                 solver=hp.solver,
                 every_n_epochs=hp.assign_every,
                 seed=hp.seed,
@@ -333,105 +318,24 @@ class NeuroSQL(L.LightningModule):
             )
         ]
 
-    # ---------------------------------------------------------------- assignment costs
-    @torch.no_grad()
-    def block_costs(self, samples: torch.Tensor, points: torch.Tensor, images_at: ImageSource) -> torch.Tensor:
-        """Costs of k equal-size blocks at once: samples, points (k, b) → (k, b, b) on `self.device`.
+    # ---------------------------------------------------------------- the assignment step
+    def assignment_costs(self) -> AssignmentCosts:
+        """The cost side of this fit's assignment step (`AssignmentCosts`: its block costs are
+        ℓ(X_i, G(Q_k)) by the live generator). Under DDP every rank first takes rank 0's
+        generator buffers (BatchNorm statistics, which DDP re-broadcasts only at the next forward
+        pass), so that all ranks score their blocks with the same eval-mode generator."""
+        if self._costs is None:
+            raise RuntimeError("the assignment costs exist during a fit, or after build_assignment_costs(images_at)")
+        if self._trainer is not None and self.trainer.world_size > 1:
+            for buffer in self.generator.buffers():
+                torch.distributed.broadcast(buffer, src=0)
+        return self._costs
 
-        samples are dataset indices, points lattice indices; C[j, i, l] = ℓ(X_samples[j, i],
-        G(Q_points[j, l])) with the generator in eval mode. From the feature banks where they
-        are (real features cached at fit start; generated features recorded by this epoch's
-        training steps when cost_outputs="epoch"), else from fresh generator and loss passes on
-        images_at(indices) (training images in [-1, 1]).
-        """
-        k, b = samples.shape
-        if self.real_bank is not None:
-            x = self.real_bank.get(samples.flatten(), self.device).view(k, b, -1)
-            y = self._generated_features(points.flatten()).view(k, b, -1)
-            return self.loss_fn.cost_from_features(x, y, tuple(self.hparams.image_shape))
-        costs = []
-        for s, p in zip(samples, points):
-            fake = self._generate(self.lattice[p.to(self.device)])
-            costs.append(self.loss_fn.cost_matrix(images_at(s).to(self.device), fake, batch_size=BATCH))
-        return torch.stack(costs)
-
-    def costs_per_call(self, block_size: int) -> int:
-        """How many blocks of `block_size` one `block_costs` call should take: with the feature
-        banks, as many as keep their stacked features under ~256 MiB (one batched GEMM and L1
-        pass); else 1."""
-        if self.real_bank is None:
-            return 1
-        return max(1, 2**28 // (2 * block_size * self.real_bank.values.shape[1] * 4))
-
-    @torch.no_grad()
-    def cache_generated_features(self) -> float | None:
-        """Compute the loss features of every G(Q_k) not recorded this epoch, once per step.
-
-        For assignment steps that score each lattice point more than once (several sweeps,
-        multiscale blocks): afterwards `block_costs` is GEMMs on cached features only. With
-        cost_outputs="fresh" the features go to a bank made for this step alone (within
-        feature_cache_gb; `finish_assignment` drops it). Returns the fraction of lattice points
-        whose recorded features were reused, or None where there are no feature banks
-        (feature_cache_gb=0, pixel="l1", over budget): `block_costs` then makes fresh passes.
-        """
-        if self.real_bank is None:
-            return None
-        if self.fake_bank is None:
-            dim = self.real_bank.values.shape[1]
-            self.fake_bank = FeatureBank.within_budget(self.num_samples, dim, self.hparams.feature_cache_gb)
-            if self.fake_bank is None:
-                return None
-        reused = float(self.fake_bank.filled.float().mean())
-        for rows in (~self.fake_bank.filled).nonzero().flatten().split(BATCH):
-            self.fake_bank.put(rows, self._generated_features(rows))
-        return reused
-
-    @torch.no_grad()
-    def assignment_features(
-        self, images_at: ImageSource, generated: bool = True
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Features of every image X_i (rows: sample index) and, if `generated`, of every G(Q_k)
-        (rows: lattice index) in one space, for the blocks of `block_strategy` "neighbours" and
-        "multiscale": the feature banks (the generated one after `cache_generated_features`),
-        else a proxy: 8×8 average-pooled pixels (of fresh G passes for the generated images)."""
-        complete = self.fake_bank is not None and self.fake_bank.complete
-        if self.real_bank is not None and (complete or not generated):
-            return self.real_bank.values, self.fake_bank.values if generated else None
-        rows = torch.arange(self.num_samples).split(BATCH)
-
-        def pooled(images: torch.Tensor) -> torch.Tensor:
-            return nn.functional.adaptive_avg_pool2d(images.float().cpu(), 8).flatten(1)
-
-        real = torch.cat([pooled(images_at(r)) for r in rows])
-        if not generated:
-            return real, None
-        return real, torch.cat([pooled(self._generate(self.lattice[r.to(self.device)])) for r in rows])
-
-    def finish_assignment(self) -> float:
-        """End an assignment step: forget the generated features recorded this epoch (and drop
-        the bank `cache_generated_features` made for this step with cost_outputs="fresh").
-
-        Returns the fraction of lattice points whose recorded features `block_costs` could reuse.
-        """
-        if self.fake_bank is None:
-            return 0.0
-        reused = float(self.fake_bank.filled.float().mean())
-        self.fake_bank.clear()
-        if self.hparams.cost_outputs != "epoch":
-            self.fake_bank = None
-        return reused
-
-    def _generated_features(self, points: torch.Tensor) -> torch.Tensor:
-        """Loss features [F, ψ](G(Q_k)) (len(points), D): recorded this epoch where they are, else fresh."""
-        device, bank = self.device, self.fake_bank
-        recorded = bank.filled[points] if bank is not None else torch.zeros(len(points), dtype=torch.bool)
-        feats = torch.empty(len(points), self.real_bank.values.shape[1], device=device)
-        if recorded.any():
-            feats[recorded.to(device)] = bank.get(points[recorded], device)
-        if not recorded.all():
-            fresh = self._generate(self.lattice[points[~recorded].to(device)])
-            feats[(~recorded).to(device)] = self.loss_fn.features_batched(fresh, BATCH)
-        return feats
+    def apply_assignment(self, assignment: torch.Tensor) -> None:
+        """Take the new π (N,) of an assignment step: π ← assignment, Ẑ ← ρ·Q_π + (1 − ρ)·Ẑ."""
+        check_permutation(assignment, self.num_samples)
+        self.assignment = assignment.to(self.assignment.device)
+        self.latents = momentum_update(self.latents, self.lattice, self.assignment, self.hparams.rho)
 
     # ---------------------------------------------------------------- using the model
     # sample, reconstruct and interpolate use the EMA generator when there is one (ema_decay > 0)
@@ -456,7 +360,7 @@ class NeuroSQL(L.LightningModule):
     @property
     def sampling_generator(self) -> nn.Module:
         """The generator `sample`, `reconstruct` and `interpolate` use: the EMA's when ema_decay > 0."""
-        return sampling_network(self.ema_generator, self.generator)
+        return self.sampling_network()
 
     def _generate(self, z: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
         """net(z) for codes (B, d), BATCH at a time, in eval mode; net = the live generator by

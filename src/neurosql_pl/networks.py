@@ -232,12 +232,22 @@ class UNetGenerator(nn.Module):
 GENERATORS = {"dcgan": DCGANGenerator, "unet": UNetGenerator}
 
 
+def check_generator_settings(name: str, latent_dim: int, upsample: str) -> None:
+    """ValueError unless a generator can be built with these settings for some image shape: a
+    name of `GENERATORS`, latent_dim ≥ 1, an upsample of `UPSAMPLES` (for models' constructors,
+    before the data's image shape is known)."""
+    if name not in GENERATORS:
+        raise ValueError(f"unknown generator {name!r}; choose one of {sorted(GENERATORS)}")
+    if latent_dim < 1:
+        raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+    check_upsample(upsample)
+
+
 def build_generator(
     name: str, latent_dim: int, image_shape: tuple[int, int, int], width: int, upsample: str = "transposed"
 ) -> nn.Module:
     """Generator by name for images of shape (C, H, W) with H == W; `upsample`: see the module doc."""
-    if name not in GENERATORS:
-        raise ValueError(f"unknown generator {name!r}; choose one of {sorted(GENERATORS)}")
+    check_generator_settings(name, latent_dim, upsample)
     channels, height, width_px = image_shape
     if height != width_px:
         raise ValueError(f"square images expected, got image_shape={tuple(image_shape)}")

@@ -33,6 +33,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .errors import UserError
+
 __all__ = [
     "CONFIG_FILE",
     "EVAL_FILE",
@@ -64,7 +66,7 @@ EVAL_FILE = "eval.json"
 CHECKPOINT_DIR = "checkpoints"
 
 
-class EvaluationError(RuntimeError):
+class EvaluationError(UserError, RuntimeError):
     """A checkpoint, config or dataset problem that stops reading a run, and so its evaluation
     (the message says what to do)."""
 

@@ -31,6 +31,7 @@ import torch
 
 from .evaluate import draw_samples
 from .files import write_json_atomic
+from .generative_model import GenerativeModel
 from .images import image_grid, to_uint8
 from .prior import check_truncation
 from .run_folder import EvaluationError, load_model, read_checkpoint, read_run_config, resolve_device, run_dir_of
@@ -46,9 +47,10 @@ def default_out(ckpt: str | os.PathLike[str], n: int, seed: int, truncation: flo
     return run_dir_of(ckpt) / name
 
 
-def uses_ema(model: Any) -> bool:
-    """Whether ``model.sample`` draws with an EMA of the generator weights."""
-    return any(getattr(model, name, None) is not None for name in ("ema_generator", "ema_decoder"))
+def uses_ema(model: Any) -> bool | None:
+    """Whether ``model.sample`` draws with an EMA of the trained network's weights, as the model
+    says (``GenerativeModel.uses_ema``); None for a model of another kind, which does not say."""
+    return model.uses_ema if isinstance(model, GenerativeModel) else None
 
 
 def sample_to_folder(
@@ -114,26 +116,29 @@ def write_folder(folder: Path, images: torch.Tensor, seed: int, truncation: floa
 
 
 def build_parser():
-    """The command's parser (jsonargparse): one option per parameter of ``sample_to_folder``."""
-    from jsonargparse import ArgumentParser
+    """The command's parser: one option per parameter of ``sample_to_folder`` (commands.py)."""
+    from .commands import function_parser
 
-    parser = ArgumentParser(prog="neurosql sample", description=__doc__.split("\n\n")[0])
-    parser.add_function_arguments(sample_to_folder, as_group=False)
-    return parser
+    return function_parser(sample_to_folder, "neurosql sample", __doc__.split("\n\n")[0])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``neurosql sample …``: 0 when the folder was written, 2 with one 'error: …' line otherwise."""
-    options = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv)).as_dict()
-    try:
-        record = sample_to_folder(**options)
-    except EvaluationError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def command(argv: Sequence[str]) -> int:
+    """``neurosql sample …``: write the folder and say where (status 0). An EvaluationError
+    propagates: `neurosql` prints it as one 'error: …' line (status 1)."""
+    from .commands import parse_command_line
+
+    record = sample_to_folder(**parse_command_line(build_parser(), argv))
     ema = " with the EMA weights" if record["ema"] else ""
     print(f"wrote {record['n']} samples of {record['class_path']}{ema} (seed {record['seed']}) to {record['out']}: "
           f"images/*.png, grid.png, samples.npz ({record['sample_s']:.1f} s)")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m neurosql_pl.sampling …``, the same as ``neurosql sample …``: the exit status."""
+    from .commands import run_command
+
+    return run_command(command, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

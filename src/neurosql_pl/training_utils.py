@@ -7,8 +7,8 @@ that says where it happened and what to do; Lightning's checkpoint of the last g
 is not overwritten.
 
 `WeightEMA` is the exponential moving average of a network's weights that a model samples
-with (`ema_decay` of NeuroSQL, VAE, GAN and DDPM); `update_ema`, `sampling_network` and
-`match_ema_state` are how the models update it, use it and load checkpoints made without it.
+with (`ema_decay` of NeuroSQL, VAE, GAN and DDPM); `match_ema_state` fits a checkpoint's EMA
+weights to whether the model has one. `generative_model.GenerativeModel` updates and uses it.
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ __all__ = [
     "check_finite_loss",
     "eval_mode",
     "match_ema_state",
-    "sampling_network",
-    "update_ema",
 ]
 
 
@@ -111,17 +109,6 @@ class WeightEMA(AveragedModel):
 
     def train(self, mode: bool = True) -> WeightEMA:
         return super().train(False)  # always in eval mode: BatchNorm never updates from batches here
-
-
-def update_ema(ema: WeightEMA | None, network: nn.Module) -> None:
-    """One EMA update after an optimiser step of `network` (nothing when the EMA is off)."""
-    if ema is not None:
-        ema.update_parameters(network)
-
-
-def sampling_network(ema: WeightEMA | None, network: nn.Module) -> nn.Module:
-    """The network to sample with: the EMA's copy when there is one, else the network itself."""
-    return ema.module if ema is not None else network
 
 
 def match_ema_state(checkpoint: dict[str, Any], ema_name: str, network_name: str, ema: WeightEMA | None) -> None:

@@ -22,7 +22,9 @@ from neurosql_pl.datamodules import MNISTDataModule
 from neurosql_pl import NeuroSQL
 
 
-MODEL = dict(latent_dim=4, generator_width=8, block_size=8, perceptual=None, pixel="l2", rho=0.5, ema_decay=0.9)
+# tests/helpers/models.py's SMALL_NEUROSQL (this script runs alone, outside the tests package), with m = 8
+MODEL = dict(latent_dim=4, generator_width=8, block_size=8, perceptual=None, pixel="l2", block_strategy="random", init="random",
+             cost_outputs="fresh", rho=0.5, ema_decay=0.9)
 
 
 class StateRecorder(L.Callback):

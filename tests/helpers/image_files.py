@@ -9,14 +9,16 @@
 
 Every writer returns the `data_dir` to pass to its datamodule (with the datamodule's defaults:
 `download=False` is still wise in tests, so that nothing is ever fetched). Images are smooth,
-distinct per index (a coloured disc whose position and colour depend on the index, on a
-gradient), so shuffled or mismatched indices show. Volumes are an ellipsoidal "brain" with
-internal structure on a zero (masked) or noisy (unmasked) background.
+distinct per index (`picture`: a coloured disc whose position and colour depend on the index, on
+a gradient), so shuffled or mismatched indices show; the 2-D writers take another `draw`, e.g.
+tests/helpers/id_images.py's `id_picture`, whose id can be read back from the served image.
+Volumes are an ellipsoidal "brain" with internal structure on a zero (masked) or noisy
+(unmasked) background.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -26,6 +28,9 @@ from PIL import Image
 AFHQ_CLASSES = ("cat", "dog", "wild")
 CELEBA_SIZE = (178, 218)  # width, height of img_align_celeba
 OASIS_SHAPE = (20, 24, 20)  # small stand-in for T88_111's 176 × 208 × 176
+
+#: draws image k: (k, width, height, seed) → uint8 (height, width, 3); `picture` by default
+Draw = Callable[[int, int, int, int], np.ndarray]
 
 
 # ----------------------------------------------------------------------------- 2-D images
@@ -67,9 +72,11 @@ def celeba_partition(n: int) -> list[int]:
     return [(0, 0, 0, 1, 2)[k % 5] for k in range(n)]
 
 
-def write_celeba(root: Path, n: int = 30, partition: Sequence[int] | None = None, seed: int = 0) -> Path:
-    """`root/celeba/img_align_celeba/000001.jpg …` (178 × 218 JPEGs) and
-    `root/celeba/list_eval_partition.txt` ("000001.jpg 0" lines; `partition` or
+def write_celeba(
+    root: Path, n: int = 30, partition: Sequence[int] | None = None, seed: int = 0, draw: Draw = picture
+) -> Path:
+    """`root/celeba/img_align_celeba/000001.jpg …` (178 × 218 JPEGs; file k + 1 shows image k
+    of `draw`) and `root/celeba/list_eval_partition.txt` ("000001.jpg 0" lines; `partition` or
     `celeba_partition(n)`). Returns root, the data_dir."""
     partition = list(partition) if partition is not None else celeba_partition(n)
     assert len(partition) == n
@@ -77,7 +84,7 @@ def write_celeba(root: Path, n: int = 30, partition: Sequence[int] | None = None
     lines = []
     for k in range(n):
         name = f"{k + 1:06d}.jpg"
-        save_image(celeba / "img_align_celeba" / name, picture(k, *CELEBA_SIZE, seed=seed))
+        save_image(celeba / "img_align_celeba" / name, draw(k, *CELEBA_SIZE, seed))
         lines.append(f"{name} {partition[k]}\n")
     (celeba / "list_eval_partition.txt").write_text("".join(lines))
     return Path(root)
@@ -90,27 +97,35 @@ def write_afhq(
     classes: Sequence[str] = AFHQ_CLASSES,
     size: int = 64,
     seed: int = 0,
+    draw: Draw = picture,
 ) -> Path:
-    """`root/afhq/{train,val}/{cat,dog,wild}/flickr_<class>_<k>.jpg` (size × size JPEGs; the real
-    ones are 512 px). Returns root, the data_dir."""
+    """`root/afhq/{train,val}/{cat,dog,wild}/flickr_<class>_<j>.jpg` (size × size JPEGs; the real
+    ones are 512 px). They show images k = 0, 1, … of `draw` in the order train, val; cat, dog,
+    wild; j. Returns root, the data_dir."""
     k = 0
     for split, count in (("train", n_per_class), ("val", n_val_per_class)):
         for c in classes:
             for j in range(count):
-                save_image(Path(root) / "afhq" / split / c / f"flickr_{c}_{j:06d}.jpg", picture(k, size, size, seed))
+                save_image(Path(root) / "afhq" / split / c / f"flickr_{c}_{j:06d}.jpg", draw(k, size, size, seed))
                 k += 1
     return Path(root)
 
 
-def write_image_folder(root: Path, n: int = 12, seed: int = 0, name: str = "images") -> Path:
-    """`root/<name>/` with n images of assorted sizes (square and not), formats (.png, .jpg,
-    .bmp, .JPG) and nesting depths (0–2 subfolders). Returns that folder, the data_dir."""
-    folder = Path(root) / name
-    subdirs = ("", "a", "a/deep", "b")
+def image_folder_paths(n: int) -> list[str]:
+    """Relative path of image k in `write_image_folder`: assorted formats (.png, .jpg, .bmp,
+    .JPG) and nesting depths (0–2 subfolders), so that path order is not k order."""
+    subdirs = ("", "a/", "a/deep/", "b/")
     exts = (".png", ".jpg", ".bmp", ".JPG")
-    for k in range(n):
+    return [f"{subdirs[k % 4]}img_{k:03d}{exts[k % 4]}" for k in range(n)]
+
+
+def write_image_folder(root: Path, n: int = 12, seed: int = 0, name: str = "images", draw: Draw = picture) -> Path:
+    """`root/<name>/` with n images of assorted sizes (square and not) at `image_folder_paths(n)`,
+    image k drawn by `draw`. Returns that folder, the data_dir."""
+    folder = Path(root) / name
+    for k, relative in enumerate(image_folder_paths(n)):
         width, height = (40 + 7 * (k % 3), 30 + 11 * (k % 4))
-        save_image(folder / subdirs[k % 4] / f"img_{k:03d}{exts[k % 4]}", picture(k, width, height, seed))
+        save_image(folder / relative, draw(k, width, height, seed))
     return folder
 
 

@@ -1,23 +1,25 @@
 """What the baselines share: networks built at `setup` from the datamodule's image shape.
 
-Like `NeuroSQL`, a baseline takes `image_shape: (C, H, W) | None`. When it is None the
-networks are built in `setup()` from the trainer's datamodule (`datamodule.image_shape`) and
-the shape is written into the hyper-parameters, so `load_from_checkpoint` rebuilds the same
-networks before loading their weights. Batches are (images (B, C, H, W) in [-1, 1], indices).
+`ImageModelBase` is a `generative_model.GenerativeModel` (the EMA, `sampling_network()`, the
+datamodule lookup) whose networks depend on the image shape alone. Like `NeuroSQL`, a baseline
+takes `image_shape: (C, H, W) | None`. When it is None the networks are built in `setup()`
+from the trainer's datamodule (`datamodule.image_shape`) and the shape is written into the
+hyper-parameters, so `load_from_checkpoint` rebuilds the same networks before loading their
+weights. Batches are (images (B, C, H, W) in [-1, 1], indices).
 """
 
 from __future__ import annotations
 
-import lightning as L
-
+from ..generative_model import GenerativeModel
 from .unet_denoiser import count_parameters
 
 __all__ = ["ImageModelBase", "count_parameters"]
 
 
-class ImageModelBase(L.LightningModule):
+class ImageModelBase(GenerativeModel):
     """Base of the baselines: subclasses call `save_hyperparameters()` (with an `image_shape`
-    argument) and implement `_build(image_shape)`, which creates their networks."""
+    argument) and implement `_build(image_shape)`, which creates their networks (and calls
+    `build_ema()` once the trained one exists)."""
 
     def _build(self, image_shape: tuple[int, int, int]) -> None:
         raise NotImplementedError
@@ -36,8 +38,7 @@ class ImageModelBase(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Build the networks for the datamodule's image shape (or check a built model against it)."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        shape = getattr(datamodule, "image_shape", None) if datamodule is not None else None
+        shape = getattr(self.datamodule, "image_shape", None)
         if shape is None:
             if not self.built:
                 raise RuntimeError(f"{type(self).__name__} needs a datamodule with `image_shape` (or image_shape given)")

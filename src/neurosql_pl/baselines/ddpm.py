@@ -41,7 +41,7 @@ import torch
 from torch.nn import functional as F
 
 from ..networks import build_generator
-from ..training_utils import WeightEMA, check_ema_decay, check_finite_loss, eval_mode, match_ema_state, sampling_network, update_ema
+from ..training_utils import check_ema_decay, check_finite_loss, eval_mode
 from .common import ImageModelBase
 from .unet_denoiser import UNetDenoiser, count_parameters, width_for_budget
 
@@ -81,6 +81,8 @@ def budget_parameters(param_budget: int | str, image_shape: tuple[int, int, int]
 
 class DDPM(ImageModelBase):
     """Denoising diffusion model with a small U-Net ε_θ; budget-matched by parameter count."""
+
+    network_name = "denoiser"
 
     def __init__(
         self,
@@ -134,7 +136,6 @@ class DDPM(ImageModelBase):
         # float64 schedule, stored as float32 buffers (moved with the module, in the checkpoint)
         self.register_buffer("alpha_bar", alpha_bar.float())
         self.denoiser: UNetDenoiser | None = None
-        self.ema_denoiser: WeightEMA | None = None
         if image_shape is not None:
             self._build_for(image_shape)
 
@@ -149,7 +150,7 @@ class DDPM(ImageModelBase):
             width = width_for_budget(budget, size, channels, tuple(hp.channel_mults), hp.num_res_blocks)
             hp.width = width  # the resolved width, for the record (rebuilding resolves it the same way)
         self.denoiser = UNetDenoiser(size, channels, width, tuple(hp.channel_mults), hp.num_res_blocks)
-        self.ema_denoiser = WeightEMA.of(self.denoiser, hp.ema_decay)
+        self.build_ema()
 
     @property
     def timesteps(self) -> int:
@@ -181,15 +182,6 @@ class DDPM(ImageModelBase):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.denoiser.parameters(), lr=self.hparams.lr, betas=tuple(self.hparams.betas))
-
-    def optimizer_step(self, *args, **kwargs) -> None:
-        """The optimiser step, then the EMA update θ_ema ← d·θ_ema + (1 − d)·θ with the warm-up
-        d = min(ema_decay, (1 + k)/(10 + k)) at the k-th step (see `training_utils.WeightEMA`)."""
-        super().optimizer_step(*args, **kwargs)
-        update_ema(self.ema_denoiser, self.denoiser)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        match_ema_state(checkpoint, "ema_denoiser", "denoiser", self.ema_denoiser)
 
     # ---------------------------------------------------------------- sampling
     def sampling_timesteps(self, steps: int | None = None) -> list[int]:
@@ -224,7 +216,7 @@ class DDPM(ImageModelBase):
 
         x = randn()
         alpha_bar = self.alpha_bar.double()
-        net = sampling_network(self.ema_denoiser, self.denoiser)
+        net = self.sampling_network()
         with eval_mode(net):
             for i in reversed(range(len(tau))):
                 t = tau[i]

@@ -24,14 +24,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..networks import build_encoder, build_generator, check_upsample
+from ..networks import build_encoder, build_generator, check_generator_settings
 from ..prior import sample_prior
-from ..training_utils import WeightEMA, check_ema_decay, check_finite_loss, eval_mode, match_ema_state, sampling_network, update_ema
+from ..training_utils import check_ema_decay, check_finite_loss, eval_mode
 from .common import ImageModelBase
 
 
 class GAN(ImageModelBase):
     """DCGAN with NeuroSQL's generator; non-saturating loss, optional R1 and spectral norm."""
+
+    network_name = "generator"
 
     def __init__(
         self,
@@ -64,18 +66,15 @@ class GAN(ImageModelBase):
             image_shape: (C, H, W); taken from the datamodule when None.
         """
         super().__init__()
-        if latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+        check_generator_settings(generator, latent_dim, upsample)
         if r1_gamma < 0:
             raise ValueError(f"r1_gamma must be >= 0, got {r1_gamma}")
         if disc_norm not in ("batch", "none"):
             raise ValueError(f"disc_norm must be 'batch' or 'none', got {disc_norm!r}")
-        check_upsample(upsample)
         check_ema_decay(ema_decay)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.generator: nn.Module | None = None
-        self.ema_generator: WeightEMA | None = None
         self.discriminator: nn.Module | None = None
         if image_shape is not None:
             self._build_for(image_shape)
@@ -83,7 +82,7 @@ class GAN(ImageModelBase):
     def _build(self, image_shape: tuple[int, int, int]) -> None:
         hp = self.hparams
         self.generator = build_generator(hp.generator, hp.latent_dim, image_shape, hp.generator_width, hp.upsample)
-        self.ema_generator = WeightEMA.of(self.generator, hp.ema_decay)
+        self.build_ema()
         self.discriminator = build_encoder(
             image_shape, 1, hp.disc_width or hp.generator_width, norm=hp.disc_norm, spectral_norm=hp.spectral_norm
         )
@@ -128,7 +127,7 @@ class GAN(ImageModelBase):
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)
             opt_g.step()
-        update_ema(self.ema_generator, self.generator)
+        self.update_ema()  # manual optimisation: Lightning's optimizer_step hook does not run
 
         d_loss = d_terms["loss"].detach()
         total = d_loss + g_loss.detach()
@@ -148,14 +147,11 @@ class GAN(ImageModelBase):
             torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr_d, betas=tuple(hp.betas)),
         ]
 
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        match_ema_state(checkpoint, "ema_generator", "generator", self.ema_generator)
-
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, truncation: float | None = None) -> torch.Tensor:
         """n new images G(z), z ~ N(0, I_d) (truncated at ``truncation``, see ``prior``): (n, C, H, W) in [-1, 1]
         (G: the EMA generator when ema_decay > 0)."""
         z = sample_prior(n, self.hparams.latent_dim, generator, truncation).to(self.device)
-        net = sampling_network(self.ema_generator, self.generator)
+        net = self.sampling_network()
         with eval_mode(net):
             return net(z)

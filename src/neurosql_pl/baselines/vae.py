@@ -36,9 +36,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..networks import build_encoder, build_generator, check_upsample
+from ..networks import build_encoder, build_generator, check_generator_settings
 from ..prior import sample_prior
-from ..training_utils import WeightEMA, check_ema_decay, check_finite_loss, eval_mode, match_ema_state, sampling_network, update_ema
+from ..training_utils import check_ema_decay, check_finite_loss, eval_mode
 from .common import ImageModelBase
 
 RECONSTRUCTIONS = ("gaussian", "bce")
@@ -46,6 +46,9 @@ RECONSTRUCTIONS = ("gaussian", "bce")
 
 class VAE(ImageModelBase):
     """Variational auto-encoder; decoder = NeuroSQL's generator."""
+
+    network_name = "decoder"
+    reconstructs_from = "images"
 
     def __init__(
         self,
@@ -79,27 +82,24 @@ class VAE(ImageModelBase):
             image_shape: (C, H, W); taken from the datamodule when None.
         """
         super().__init__()
-        if latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+        check_generator_settings(generator, latent_dim, upsample)
         if beta < 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
         if reconstruction not in RECONSTRUCTIONS:
             raise ValueError(f"reconstruction must be one of {RECONSTRUCTIONS}, got {reconstruction!r}")
         if sigma <= 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
-        check_upsample(upsample)
         check_ema_decay(ema_decay)
         self.save_hyperparameters()
         self.encoder: nn.Module | None = None
         self.decoder: nn.Module | None = None
-        self.ema_decoder: WeightEMA | None = None
         if image_shape is not None:
             self._build_for(image_shape)
 
     def _build(self, image_shape: tuple[int, int, int]) -> None:
         hp = self.hparams
         self.decoder = build_generator(hp.generator, hp.latent_dim, image_shape, hp.generator_width, hp.upsample)
-        self.ema_decoder = WeightEMA.of(self.decoder, hp.ema_decay)
+        self.build_ema()
         width = hp.encoder_width or hp.generator_width
         self.encoder = build_encoder(image_shape, 2 * hp.latent_dim, width, norm=hp.encoder_norm)
 
@@ -148,28 +148,20 @@ class VAE(ImageModelBase):
         params = [*self.encoder.parameters(), *self.decoder.parameters()]
         return torch.optim.Adam(params, lr=self.hparams.lr, betas=tuple(self.hparams.betas))
 
-    def optimizer_step(self, *args, **kwargs) -> None:
-        """The optimiser step, then the decoder's EMA update (when ema_decay > 0)."""
-        super().optimizer_step(*args, **kwargs)
-        update_ema(self.ema_decoder, self.decoder)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        match_ema_state(checkpoint, "ema_decoder", "decoder", self.ema_decoder)
-
     # ---------------------------------------------------------------- using the model
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, truncation: float | None = None) -> torch.Tensor:
         """n new images D(z), z ~ N(0, I_d) (truncated at ``truncation``, see ``prior``): (n, C, H, W) in [-1, 1]
         (D: the EMA decoder when ema_decay > 0)."""
         z = sample_prior(n, self.hparams.latent_dim, generator, truncation).to(self.device)
-        decoder = sampling_network(self.ema_decoder, self.decoder)
+        decoder = self.sampling_network()
         with eval_mode(decoder):
             return decoder(z)
 
     @torch.no_grad()
     def reconstruct_images(self, x: torch.Tensor) -> torch.Tensor:
         """D(μ(x)) for images x (B, C, H, W) in [-1, 1]: (B, C, H, W) in [-1, 1] (D as in `sample`)."""
-        decoder = sampling_network(self.ema_decoder, self.decoder)
+        decoder = self.sampling_network()
         with eval_mode(self.encoder, decoder):
             return decoder(self.encode(x.to(self.device))[0])
 
@@ -178,15 +170,13 @@ class VAE(ImageModelBase):
         """D(μ(X_i)) for dataset indices (B,) of the trainer's training set, or for float images (B, C, H, W)."""
         if idx_or_images.is_floating_point():
             return self.reconstruct_images(idx_or_images)
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is None or not hasattr(datamodule, "train_images"):
+        if not hasattr(self.datamodule, "train_images"):
             raise TypeError("reconstruct(indices) needs a trainer with a datamodule; use reconstruct_images(x)")
-        return self.reconstruct_images(datamodule.train_images(idx_or_images.cpu()))
+        return self.reconstruct_images(self.datamodule.train_images(idx_or_images.cpu()))
 
     @property
     def num_samples(self) -> int:
         """N, the trainer's number of training images (for reconstructions by index)."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is None or not hasattr(datamodule, "num_samples"):
+        if not hasattr(self.datamodule, "num_samples"):
             raise AttributeError("num_samples needs a trainer with a datamodule")
-        return int(datamodule.num_samples)
+        return int(self.datamodule.num_samples)
