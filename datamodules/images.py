@@ -110,7 +110,7 @@ class ImageSpec:
         if self.channels == 3 and not colour:
             raise ChannelMismatchError(
                 f"{path}: a grayscale image (PIL mode {mode!r}), but channels=3 (RGB) was "
-                "requested. Set channels=1 to train on grayscale images (colour files are then "
+                "requested. Set channels=1 (--data.channels 1) to train on grayscale images (colour files are then "
                 "converted to luminance), or convert this file to RGB."
             )
         width, height = image.size

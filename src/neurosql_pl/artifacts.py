@@ -64,7 +64,7 @@ class RunArtifacts(L.Callback):
         out = Path(self.out_dir or trainer.default_root_dir)
         out.mkdir(parents=True, exist_ok=True)
         save_png(image_grid(self._samples(pl_module)), out / "samples.png")
-        if hasattr(pl_module, "reconstruct"):
+        if getattr(pl_module, "reconstructs_from", None) is not None:  # GenerativeModel: NeuroSQL, the VAE
             save_png(self._reconstruction_grid(trainer, pl_module), out / "reconstructions.png")
         write_json_atomic(self.metrics(trainer), out / "metrics.json")
 
@@ -93,9 +93,10 @@ class RunArtifacts(L.Callback):
 
     def _reconstruction_grid(self, trainer: L.Trainer, pl_module: L.LightningModule) -> np.ndarray:
         """Rows of 8: real images, then their reconstructions, alternating."""
-        n = pl_module.num_samples
+        n = trainer.datamodule.num_samples
         idx = torch.linspace(0, n - 1, min(self.num_reconstructions, n)).long()
         count = len(idx)
-        real, fake = trainer_images(trainer)(idx), pl_module.reconstruct(idx).cpu()
+        real = trainer_images(trainer)(idx)
+        fake = pl_module.reconstruct_training(real.to(pl_module.device), idx.to(pl_module.device)).cpu()
         rows = [t for k in range(0, count, 8) for t in (real[k : k + 8], fake[k : k + 8])]
         return image_grid(torch.cat(rows), nrow=8)

@@ -83,11 +83,9 @@ def pairwise_sq_dists(a: Tensor, b: Tensor, chunk_size: int | None = None, cente
         (n, m) — or (k, n, m) — tensor ≥ 0 on ``b``'s device, float64 if either input is
         float64, else float32.
     """
-    dtype = _check_pair(a, b)
-    device = b.device
-    n, m = a.shape[-2], b.shape[-2]
-    out = torch.empty(*a.shape[:-2], n, m, dtype=dtype, device=device)
-    if n == 0 or m == 0:
+    out = _result(a, b)
+    dtype, device, n = out.dtype, out.device, a.shape[-2]
+    if out.numel() == 0:
         return out
     with exact_matmul(device.type):
         bb = b.to(dtype)
@@ -108,24 +106,21 @@ def pairwise_sq_dists(a: Tensor, b: Tensor, chunk_size: int | None = None, cente
     return out
 
 
-def pairwise_l1(a: Tensor, b: Tensor, chunk_size: int | None = None) -> Tensor:
-    """L1 distances C[i, k] = Σ_j |a_ij − b_kj|, chunked over rows of ``a``.
-
-    Args:
-        a: (n, D) float tensor (row chunks are moved to ``b``'s device), or a stack (k, n, D)
-            of k independent problems.
-        b: (m, D) float tensor, or (k, m, D) with ``a`` stacked.
-        chunk_size: rows of ``a`` per step; None = all (the CPU path tiles them further).
-
-    Returns:
-        (n, m) — or (k, n, m) — tensor ≥ 0 on ``b``'s device, float64 if either input is
-        float64, else float32.
-    """
+def _result(a: Tensor, b: Tensor) -> Tensor:
+    """The uninitialised (n, m) — or (k, n, m) — result of a pairwise cost of ``a`` and ``b`` (checked
+    by `_check_pair`), on ``b``'s device, in their common dtype."""
     dtype = _check_pair(a, b)
-    device = b.device
-    n, m = a.shape[-2], b.shape[-2]
-    out = torch.empty(*a.shape[:-2], n, m, dtype=dtype, device=device)
-    if n == 0 or m == 0:
+    return torch.empty(*a.shape[:-2], a.shape[-2], b.shape[-2], dtype=dtype, device=b.device)
+
+
+def pairwise_l1(a: Tensor, b: Tensor, chunk_size: int | None = None) -> Tensor:
+    """L1 distances C[i, k] = Σ_j |a_ij − b_kj|, chunked over rows of ``a``: for ``a`` (n, D) and
+    ``b`` (m, D), or stacks (k, n, D) and (k, m, D), the (n, m) or (k, n, m) result ≥ 0 with the
+    devices and dtypes of `pairwise_sq_dists`; ``chunk_size`` rows of ``a`` per step (None = all;
+    the CPU path tiles them further)."""
+    out = _result(a, b)
+    dtype, device, n = out.dtype, out.device, a.shape[-2]
+    if out.numel() == 0:
         return out
     with exact_matmul(device.type):
         bb = b.to(dtype)

@@ -1,7 +1,7 @@
 """Evaluate a trained generative model: FID, KID, PRDC, pixel distances, memorisation, LPIPS/SSIM,
 reconstructions and training time, written to ``eval.json`` and printed as a markdown table.
 
-    python -m neurosql_pl.evaluate --ckpt runs/mnist/checkpoints/last.ckpt [--n 1000] [--out eval.json]
+    neurosql evaluate --ckpt runs/mnist/checkpoints/last.ckpt [--n 1000] [--out eval.json]
         [--data-config experiments/configs/data/mnist.yaml] [--data-dir DIR] [--features inception|random-conv]
 
 The command's options are the parameters of ``evaluate`` (``--help`` shows them with their

@@ -43,7 +43,7 @@ from .generative_model import GenerativeModel
 from .images import ImageSource, trainer_images
 from .lattice import load_or_build_lattice
 from .losses import ReconstructionLoss
-from .networks import build_generator, check_upsample
+from .networks import build_generator, check_generator_settings
 from .prior import sample_prior
 from .training_utils import check_ema_decay, check_finite_loss, eval_mode
 
@@ -139,9 +139,7 @@ class NeuroSQL(GenerativeModel):
             image_shape / num_samples: (C, H, W) and N; filled from the datamodule when None.
         """
         super().__init__()
-        if latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
-        check_upsample(upsample)
+        check_generator_settings(generator, latent_dim, upsample)
         check_ema_decay(ema_decay)
         if not 0.0 < rho <= 1.0:
             raise ValueError(f"rho must be in (0, 1], got {rho}")

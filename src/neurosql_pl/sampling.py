@@ -13,8 +13,9 @@ is refused, so earlier samples are never overwritten):
   sample.json           what made them: checkpoint, class, N, seed, truncation, EMA, seconds
 
 The samples come from ``model.sample`` with one seeded CPU generator (the same draws as
-``evaluate --seed S`` makes), so a seed reproduces them. NeuroSQL, the VAE and the GAN sample with
-the EMA of their generator's weights when the run trained one (``ema_decay`` > 0).
+``evaluate --seed S`` makes), so a seed reproduces them. Every model (NeuroSQL, VAE, GAN, DDPM) samples with
+the EMA of its trained network's weights when the run kept one (``ema_decay`` > 0), and
+sample.json says so (``GenerativeModel.uses_ema``).
 """
 
 from __future__ import annotations
