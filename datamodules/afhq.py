@@ -125,6 +125,7 @@ class AFHQDataModule(ImageFilesDataModule):
         batch_size, num_workers, subset, subset_mode, seed, pin_memory: as for every datamodule
             (datamodules/base.py); the subset is drawn from the training split.
         memory_budget_mb, disk_cache: what is held in memory / cached on disk (images.py).
+        hflip: add each training image mirrored left-right, 2N items (datamodules/base.py).
         download: let `prepare_data()` download the official zip when the data is missing.
 
     After `setup()`, besides the common state: `train_labels()` int64 (N,), the class of each
@@ -149,10 +150,11 @@ class AFHQDataModule(ImageFilesDataModule):
         disk_cache: bool = True,
         download: bool = True,
         pin_memory: bool = False,
+        hflip: bool = False,
     ) -> None:
         super().__init__(
             data_dir, image_size, channels, crop_size, batch_size, num_workers, subset, subset_mode,
-            seed, memory_budget_mb, disk_cache, pin_memory,
+            seed, memory_budget_mb, disk_cache, pin_memory, hflip,
         )
         self.save_hyperparameters()
         self.classes = check_classes(classes)

@@ -6,14 +6,24 @@ A datamodule of this project
 - downloads (or checks that the files are there) in `prepare_data()` and only reads files and
   assigns state in `setup()`;
 - serves batches `(images float32 (B, C, H, W) in [-1, 1], indices int64 (B,))`, where the
-  index i ∈ [0, N) is the row of the training image in the model's per-sample tables, counted
-  after the train/validation split and after the training subset;
-- exposes `num_samples` (N), `image_shape` (C, H, W) and `train_images(indices)`.
+  index i ∈ [0, num_samples) is the row of the training image in the model's per-sample tables,
+  counted after the train/validation split and after the training subset;
+- exposes `num_samples` (N training images; 2N with `hflip`), `image_shape` (C, H, W) and
+  `train_images(indices)`.
+
+Mirroring (`hflip`, an option of the image datamodules: CelebA, AFHQ, image folders, Emoji3D,
+OASIS; not MNIST, whose digits are not mirror-symmetric): the training set becomes the N images
+(after the split and the subset) followed by their left-right mirror images, 2N items. Index
+v < N is image v, index v ≥ N is image v − N flipped along the width (`indexed.mirror_source`),
+whatever the epoch, the loader worker or the run, so the per-index codes stay with the same
+(image, flip). `num_samples` is 2N, `train_images` serves the mirror images too (bit-identical
+to the loader's), and every per-index table (`train_indices`, `train_files`, labels) has 2N rows,
+rows N … 2N-1 repeating rows 0 … N-1. The validation and test sets are not mirrored.
 
 `IndexedDataModule` holds the parts that are the same for every dataset: argument checks,
-the loaders, `num_samples`, `train_indices`, `train_images`. A subclass builds `train_set`,
-`val_set` and `test_set` (each an `IndexedDataset`) in `setup()` and implements
-`_train_images_at(indices)`.
+the loaders, `num_samples`, `train_indices`, `train_images`, the mirroring. A subclass builds
+`train_set` (with `_training_set`, which mirrors), `val_set` and `test_set` (each an
+`IndexedDataset`) in `setup()` and implements `_train_images_at(indices)` for the N images.
 """
 
 from __future__ import annotations
@@ -28,10 +38,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, RandomSampler
 
-from .indexed import IndexedDataset
+from .indexed import IndexedDataset, MirroredDataset, UInt8Items, mirror_source
 from .splits import SUBSET_MODES
 
 T = TypeVar("T")
+Rows = TypeVar("Rows", Tensor, list)
 
 
 def check_image_size(image_size: int) -> None:
@@ -67,6 +78,9 @@ class IndexedDataModule(L.LightningDataModule):
         subset_mode: "first" (images 0..k-1) or "random" (k images drawn with `seed`, sorted).
         seed: seeds the random subset, any random split and the training loader's shuffling.
         pin_memory: DataLoader `pin_memory`.
+        hflip: also train on each training image mirrored left-right (see module doc): 2N items,
+            index v ≥ N is image v − N flipped. The subset is drawn first, from the N images.
+            Only datamodules whose images are mirror-symmetric in distribution expose it.
     """
 
     image_shape: tuple[int, int, int]
@@ -80,6 +94,7 @@ class IndexedDataModule(L.LightningDataModule):
         subset_mode: str,
         seed: int,
         pin_memory: bool,
+        hflip: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -97,6 +112,7 @@ class IndexedDataModule(L.LightningDataModule):
         self.subset_mode = subset_mode
         self.seed = seed
         self.pin_memory = pin_memory
+        self.hflip = hflip
         self._train_indices: Tensor | None = None  # int64 (N,): positions in the full training split
         self.train_set: IndexedDataset | None = None
         self.val_set: IndexedDataset | None = None
@@ -117,23 +133,35 @@ class IndexedDataModule(L.LightningDataModule):
 
     @property
     def num_samples(self) -> int:
-        """Number of training images N (the size of the per-sample latent table)."""
+        """Size of the per-sample latent table: the N training images, 2N with hflip."""
         return len(self._require(self.train_set, "num_samples"))
 
     @property
     def train_indices(self) -> Tensor:
-        """int64 (N,): position of each training image in the full training split (before the subset)."""
-        return self._require(self._train_indices, "train_indices")
+        """int64 (num_samples,): position of the image behind each training index in the full
+        training split (before the subset); with hflip, rows N … 2N-1 repeat rows 0 … N-1."""
+        return self._per_item(self._require(self._train_indices, "train_indices"))
 
     def train_images(self, indices: Tensor | Sequence[int] | None = None) -> Tensor:
-        """The training images at dataset indices `indices` (all N when None), in that order:
+        """The training images at dataset indices `indices` (all when None), in that order:
         float32 (len, C, H, W) in [-1, 1]; row j is what the training loader serves for index
-        indices[j]. Raises IndexError for an index outside [0, N)."""
+        indices[j] (with hflip, image v − N mirrored for v ≥ N). Raises IndexError for an index
+        outside [0, num_samples)."""
         n = len(self._require(self.train_set, "train_images"))
-        return self._train_images_at(check_indices(indices, n))
+        indices = check_indices(indices, n)
+        if not self.hflip:
+            return self._train_images_at(indices)
+        if indices is None:
+            images = self._train_images_at(None)
+            return torch.cat([images, images.flip(-1)])
+        source, mirrored = mirror_source(indices, n // 2)
+        images = self._train_images_at(source)
+        images[mirrored] = images[mirrored].flip(-1)
+        return images
 
     def _train_images_at(self, indices: Tensor | None) -> Tensor:
-        """Subclass hook: images at checked int64 `indices` (None = all), float32 in [-1, 1]."""
+        """Subclass hook: the N training images (unmirrored) at checked int64 `indices` in
+        [0, N) (None = all), float32 (len, C, H, W) in [-1, 1]; a fresh tensor."""
         raise NotImplementedError
 
     # --------------------------------------------------------------- helpers
@@ -144,6 +172,16 @@ class IndexedDataModule(L.LightningDataModule):
                 f"{type(self).__name__}: {name} is available only after setup(); call setup() first"
             )
         return value
+
+    def _training_set(self, images: UInt8Items) -> IndexedDataset:
+        """The training set over `images` (the N training images): mirrored with hflip."""
+        return IndexedDataset(MirroredDataset(images) if self.hflip else images)
+
+    def _per_item(self, rows: Rows) -> Rows:
+        """Rows of the N training images → rows of the training items: repeated with hflip."""
+        if not self.hflip:
+            return rows
+        return torch.cat([rows, rows]) if isinstance(rows, Tensor) else rows + rows
 
     def _loader(self, dataset: IndexedDataset, shuffle: bool) -> DataLoader:
         return DataLoader(

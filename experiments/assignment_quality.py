@@ -48,7 +48,7 @@ class CompareSteps(L.Callback):
         if epoch not in self.at_epochs:
             return
         pi, latents = pl_module.assignment.clone(), pl_module.latents.clone()
-        for label, settings in variants(self.block_size, self.sweeps, pl_module.num_samples).items():
+        for label, settings in variants(self.block_size, self.sweeps, pl_module.num_codes).items():
             callback = AssignmentCallback(solver="exact", every_n_epochs=1, seed=self.seed, **settings)
             stats = callback.assign(pl_module, epoch=trainer.current_epoch)
             self.rows.append({"epoch": epoch, "variant": label, **stats})

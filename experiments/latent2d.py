@@ -55,7 +55,7 @@ def trained(label: str, args: argparse.Namespace, run_dir: Path) -> tuple[Any, A
 def codes_of(model: Any, dm: Any, batch_size: int = 512) -> torch.Tensor:
     """(N, 2) code of every training image: NeuroSQL's latents row, the VAE's encoder mean."""
     if hasattr(model, "latents"):
-        return model.latents.detach().cpu().float()
+        return model.latents[: dm.num_samples].detach().cpu().float()  # codes 0..N−1: copy 0 of each image
     out = []
     for start in range(0, dm.num_samples, batch_size):
         idx = torch.arange(start, min(start + batch_size, dm.num_samples))

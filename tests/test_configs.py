@@ -65,6 +65,8 @@ def test_expand_config_names_rewrites_short_names_in_every_spelling(tmp_path, mo
     (tmp_path / "data" / "mnist").write_text("data: {}\n")
     monkeypatch.chdir(tmp_path)
     assert expand_config_names(["--config", "data/mnist"]) == ["--config", "data/mnist"]  # a file here wins
+    (tmp_path / "data" / "emoji3d").mkdir()  # a data folder of that name (the dataset itself) does not
+    assert expand_config_names(["--config", "data/emoji3d"]) == ["--config", str(configs.config_path("data", "emoji3d"))]
 
 
 def test_the_cli_accepts_short_names(tmp_path: Path):

@@ -21,7 +21,11 @@ SCRIPT = Path(__file__).parent / "helpers" / "ddp_fit.py"
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, pytest.param({"assign_sweeps": 2, "block_strategy": "multiscale"}, marks=pytest.mark.slow, id="multiscale")],
+    [
+        {},
+        pytest.param({"assign_sweeps": 2, "block_strategy": "multiscale"}, marks=pytest.mark.slow, id="multiscale"),
+        pytest.param({"oversample": 2}, marks=pytest.mark.slow, id="oversample"),  # K = 2N codes
+    ],
 )
 def test_two_ranks_keep_identical_permutations_and_codes(tmp_path: Path, overrides: dict) -> None:
     data_dir = tmp_path / "data"
@@ -35,7 +39,7 @@ def test_two_ranks_keep_identical_permutations_and_codes(tmp_path: Path, overrid
     for epoch in (0, 1):
         r0 = torch.load(out / f"rank0_epoch{epoch}.pt")
         r1 = torch.load(out / f"rank1_epoch{epoch}.pt")
-        check_permutation(r0["assignment"], 67)
+        check_permutation(r0["assignment"], 67 * overrides.get("oversample", 1))
         for key in ("assignment", "latents", "lattice"):
             assert torch.equal(r0[key], r1[key]), f"{key} differs between ranks after epoch {epoch}"
         for name, value in r0["generator"].items():
@@ -52,13 +56,13 @@ def test_two_ranks_keep_identical_permutations_and_codes(tmp_path: Path, overrid
     assert not torch.equal(
         torch.load(out / "rank0_epoch0.pt")["assignment"], torch.load(out / "rank0_epoch1.pt")["assignment"]
     )  # the assignment did work
-    if not overrides:  # blocks built from features (neighbours, multiscale) depend on floating-point
-        # details such as the thread count, so one process need not draw the ranks' blocks; the
-        # ranks agree because they take rank 0's
-        replay_in_one_process(data_dir, out)
+    if overrides.get("block_strategy", "random") == "random":  # blocks built from features (neighbours,
+        # multiscale) depend on floating-point details such as the thread count, so one process need
+        # not draw the ranks' blocks; the ranks agree because they take rank 0's
+        replay_in_one_process(data_dir, out, overrides)
 
 
-def replay_in_one_process(data_dir: Path, out: Path) -> None:
+def replay_in_one_process(data_dir: Path, out: Path, overrides: dict) -> None:
     """Each epoch's 2-rank assignment equals one process solving all its blocks.
 
     From the state before the assignment and the generator it scored with, a single-process
@@ -68,7 +72,7 @@ def replay_in_one_process(data_dir: Path, out: Path) -> None:
     datamodule.setup("fit")
     for epoch in (0, 1):
         after = torch.load(out / f"rank0_epoch{epoch}.pt")
-        model = NeuroSQL(**MODEL, image_shape=(1, 28, 28), num_samples=67)
+        model = NeuroSQL(**{**MODEL, **overrides}, image_shape=(1, 28, 28), num_samples=67)
         model.generator.load_state_dict(after["generator"])
         model.lattice = after["lattice"]
         model.assignment = after["before"]["assignment"]

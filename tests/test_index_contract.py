@@ -8,7 +8,9 @@ pixels (tests/helpers/id_images.py), so which image belongs at each position is 
 independently of the datamodule. Each case (a datamodule with options: split, subset,
 preloaded or decoded on demand, read from the disk cache) is checked through `dataset[i]`, the
 batched `dataset.__getitems__` and a whole epoch of the real `train_dataloader()` in two worker
-processes; the held-out loaders through their own indices.
+processes; the held-out loaders through their own indices. With `hflip` the training set is the
+images and then the same images mirrored: the pixels also tell whether an image is mirrored,
+and every check compares (id, mirrored) pairs; the held-out sets are never mirrored.
 
 A new datamodule: write a builder (its files in their real layout with ids in the pixels; the
 ids it must serve) and add it to BUILDERS and CASES; `test_every_datamodule_has_a_case` fails
@@ -18,6 +20,7 @@ until it is there.
 from __future__ import annotations
 
 import inspect
+import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,11 +29,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from unittest import mock
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader
 
 import neurosql_pl.datamodules as datamodules
+import neurosql_pl.datamodules.indexed as indexed_module
 import neurosql_pl.datamodules.oasis as oasis_module
 from neurosql_pl.datamodules import (
     AFHQDataModule,
@@ -47,10 +53,12 @@ from neurosql_pl.datamodules.images import ImageSpec
 from neurosql_pl.datamodules.splits import select_subset, split_train_val
 from neurosql_pl.images import trainer_images
 from tests.helpers.id_images import (
+    count_mirrored,
     decode_colour_ids,
     decode_count_ids,
     decode_gray_ids,
     id_picture,
+    marker_mirrored,
     pick,
     write_mnist_ids,
     write_oasis_ids,
@@ -70,12 +78,17 @@ SIZE = 16
 
 @dataclass(frozen=True)
 class Served:
-    """A set-up datamodule and the source id it must serve at each position."""
+    """A set-up datamodule and what it must serve at each position: (source id, mirrored)."""
 
     dm: IndexedDataModule
-    train_ids: list[int]  # id of the training image at index i
-    held_out_ids: dict[str, list[int]]  # {"val": [...], "test": [...]}, by index
+    train: list[tuple[int, bool]]  # (id, mirrored) of the training item at index i
+    held_out_ids: dict[str, list[int]]  # {"val": [...], "test": [...]}, by index; never mirrored
     decode: Callable[[Tensor], Tensor]  # images (B, C, H, W) → their ids (B,)
+    mirrored: Callable[[Tensor], Tensor]  # images (B, C, H, W) → whether each is mirrored (B,)
+
+    def seen(self, images: Tensor) -> list[tuple[int, bool]]:
+        """(id, mirrored) of each image (B, C, H, W), read from its pixels."""
+        return list(zip(self.decode(images).tolist(), self.mirrored(images).tolist()))
 
 
 Build = Callable[..., Served]  # (tmp folder, num_workers) → Served
@@ -111,6 +124,12 @@ def after_subset(ids: list[int], subset: int | None, subset_mode: str, seed: int
     return pick(ids, select_subset(len(ids), subset, subset_mode, seed))
 
 
+def training_items(ids: list[int], hflip: bool = False) -> list[tuple[int, bool]]:
+    """(id, mirrored) of each training index: the images in order, then with hflip the same
+    images mirrored (index v ≥ N shows image v − N flipped)."""
+    return [(k, False) for k in ids] + ([(k, True) for k in ids] if hflip else [])
+
+
 # ----------------------------------------------------------------------------- one builder per datamodule
 
 
@@ -125,12 +144,13 @@ def mnist(root: Path, num_workers: int, subset: int | None = None, subset_mode: 
         )
     )
     test = list(range(n_train, n_train + n_test))
-    return Served(dm, after_subset(list(range(n_train)), subset, subset_mode, seed), {"val": test, "test": test}, decode_gray_ids)
+    train = training_items(after_subset(list(range(n_train)), subset, subset_mode, seed))
+    return Served(dm, train, {"val": test, "test": test}, decode_gray_ids, marker_mirrored)
 
 
 def celeba(
     root: Path, num_workers: int, subset: int | None = None, subset_mode: str = "first", seed: int = 0,
-    from_cache: bool = False, **options: object,
+    from_cache: bool = False, hflip: bool = False, **options: object,
 ) -> Served:
     """File k + 1 shows id k; the official partition list puts it in train, valid or test."""
     n = 30
@@ -138,18 +158,18 @@ def celeba(
     write_celeba(root, n, partition, draw=id_picture)
     make = partial(
         CelebADataModule, str(root), image_size=SIZE, batch_size=BATCH, num_workers=num_workers, subset=subset,
-        subset_mode=subset_mode, seed=seed, download=False, **options,
+        subset_mode=subset_mode, seed=seed, download=False, hflip=hflip, **options,
     )
     split = {code: [k for k in range(n) if partition[k] == code] for code in (0, 1, 2)}
     return Served(
-        build_twice(make, from_cache), after_subset(split[0], subset, subset_mode, seed),
-        {"val": split[1], "test": split[2]}, decode_colour_ids,
+        build_twice(make, from_cache), training_items(after_subset(split[0], subset, subset_mode, seed), hflip),
+        {"val": split[1], "test": split[2]}, decode_colour_ids, marker_mirrored,
     )
 
 
 def afhq(
     root: Path, num_workers: int, classes: list[str] | None = None, subset: int | None = None,
-    subset_mode: str = "first", seed: int = 0, **options: object,
+    subset_mode: str = "first", seed: int = 0, hflip: bool = False, **options: object,
 ) -> Served:
     """Ids 0 … 14 are the training images (cat, dog, wild; 5 each), 15 … 20 the val images."""
     per_class, val_per_class = 5, 2
@@ -160,16 +180,17 @@ def afhq(
     dm = set_up(
         AFHQDataModule(
             str(root), image_size=SIZE, classes=classes, batch_size=BATCH, num_workers=num_workers, subset=subset,
-            subset_mode=subset_mode, seed=seed, download=False, **options,
+            subset_mode=subset_mode, seed=seed, download=False, hflip=hflip, **options,
         )
     )
-    return Served(dm, after_subset(train, subset, subset_mode, seed), {"val": val, "test": val}, decode_colour_ids)
+    items = training_items(after_subset(train, subset, subset_mode, seed), hflip)
+    return Served(dm, items, {"val": val, "test": val}, decode_colour_ids, marker_mirrored)
 
 
 def folder(
     root: Path, num_workers: int, val_fraction: float = 0.0, subset: int | None = None, subset_mode: str = "first",
-    seed: int = 0, from_cache: bool = False, datamodule: type[ImageFolderDataModule] = ImageFolderDataModule,
-    **options: object,
+    seed: int = 0, from_cache: bool = False, hflip: bool = False,
+    datamodule: type[ImageFolderDataModule] = ImageFolderDataModule, **options: object,
 ) -> Served:
     """Image k shows id k; the files sorted by relative path are split with val_fraction."""
     n = 13
@@ -181,12 +202,13 @@ def folder(
     train_pos, val_pos = split_train_val(n, val_fraction, seed)
     make = partial(
         datamodule, str(data_dir), image_size=SIZE, val_fraction=val_fraction, batch_size=BATCH,
-        num_workers=num_workers, subset=subset, subset_mode=subset_mode, seed=seed, **options,
+        num_workers=num_workers, subset=subset, subset_mode=subset_mode, seed=seed, hflip=hflip, **options,
     )
     held_out = pick(in_path_order, val_pos)
+    train = after_subset(pick(in_path_order, train_pos), subset, subset_mode, seed)
     return Served(
-        build_twice(make, from_cache), after_subset(pick(in_path_order, train_pos), subset, subset_mode, seed),
-        {"val": held_out, "test": held_out}, decode_colour_ids,
+        build_twice(make, from_cache), training_items(train, hflip), {"val": held_out, "test": held_out},
+        decode_colour_ids, marker_mirrored,
     )
 
 
@@ -197,7 +219,7 @@ def emoji3d(root: Path, num_workers: int, **options: object) -> Served:
 
 def oasis(
     root: Path, num_workers: int, val_fraction: float = 0.0, subset: int | None = None, subset_mode: str = "first",
-    seed: int = 0, from_cache: bool = False,
+    seed: int = 0, from_cache: bool = False, hflip: bool = False,
 ) -> Served:
     """6 volumes (subjects 1 … 5, subject 1 scanned twice) of 6 slices, ids 0 … 35 in path
     order, inferior → superior; every slice kept; subjects split with val_fraction."""
@@ -210,11 +232,11 @@ def oasis(
     make = partial(
         OASISDataModule, str(root), image_size=SIZE, slice_band=1.0, slices_per_volume=6, min_brain_fraction=0.0,
         val_fraction=val_fraction, batch_size=BATCH, num_workers=num_workers, subset=subset,
-        subset_mode=subset_mode, seed=seed,
+        subset_mode=subset_mode, seed=seed, hflip=hflip,
     )
     return Served(
-        build_twice(make, from_cache), after_subset(train, subset, subset_mode, seed),
-        {"val": held_out, "test": held_out}, decode_count_ids,
+        build_twice(make, from_cache), training_items(after_subset(train, subset, subset_mode, seed), hflip),
+        {"val": held_out, "test": held_out}, decode_count_ids, count_mirrored,
     )
 
 
@@ -244,10 +266,24 @@ CASES: dict[str, Build] = {
     "emoji3d-held-out-random-subset": partial(emoji3d, val_fraction=0.25, subset=9, subset_mode="random", seed=2),
     "oasis-subject-split-random-subset": partial(oasis, val_fraction=0.34, subset=17, subset_mode="random", seed=1),
     "oasis-subject-split-from-disk-cache": partial(oasis, val_fraction=0.2, seed=2, from_cache=True),
+    "celeba-hflip-random-subset-preloaded": partial(celeba, subset=11, subset_mode="random", seed=5, hflip=True),
+    "celeba-hflip-decoded-on-demand": partial(celeba, memory_budget_mb=0, hflip=True),
+    "afhq-hflip-one-class": partial(afhq, classes=["dog"], hflip=True),
+    "folder-hflip-held-out-from-disk-cache": partial(folder, val_fraction=0.3, seed=6, from_cache=True, hflip=True),
+    "emoji3d-hflip-held-out-on-demand": partial(emoji3d, val_fraction=0.25, memory_budget_mb=0, hflip=True),
+    "oasis-hflip-subject-split-random-subset": partial(
+        oasis, val_fraction=0.34, subset=17, subset_mode="random", seed=1, hflip=True
+    ),
 }
 
 
 # ----------------------------------------------------------------------------- the checks, one per path
+
+
+def one_epoch(loader: DataLoader) -> tuple[Tensor, Tensor]:
+    """(images (M, C, H, W), indices (M,)): a whole pass of `loader`, in its order."""
+    images, indices = zip(*loader)
+    return torch.cat(images), torch.cat(indices)
 
 
 def images_at(served: Served) -> Callable[[Tensor], Tensor]:
@@ -258,12 +294,12 @@ def images_at(served: Served) -> Callable[[Tensor], Tensor]:
 def check_items(served: Served) -> None:
     """dataset[i] is (image at position i, i), the same image as train_images([i])."""
     dataset = served.dm.train_set
-    n = len(served.train_ids)
+    n = len(served.train)
     assert dataset is not None and len(dataset) == served.dm.num_samples == n
     items = [dataset[i] for i in range(n)]
     assert [index for _, index in items] == list(range(n))
     images = torch.stack([image for image, _ in items])
-    assert served.decode(images).tolist() == served.train_ids
+    assert served.seen(images) == served.train
     for i, image in enumerate(images):
         assert torch.equal(image, images_at(served)(torch.tensor([i]))[0]), f"train_images([{i}]) differs from dataset[{i}]"
 
@@ -273,24 +309,24 @@ def check_batched(served: Served) -> None:
     in the order requested (repeats included), the same images as train_images(indices)."""
     dataset = served.dm.train_set
     assert dataset is not None
-    n = len(served.train_ids)
+    n = len(served.train)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(0)).tolist() + [n - 1, 0, n - 1]
     for start in range(0, len(order), 5):
         requested = order[start : start + 5]
         items = dataset.__getitems__(requested)
         assert [index for _, index in items] == requested
         images = torch.stack([image for image, _ in items])
-        assert served.decode(images).tolist() == [served.train_ids[i] for i in requested]
+        assert served.seen(images) == [served.train[i] for i in requested]
         assert torch.equal(images, images_at(served)(torch.tensor(requested)))
 
 
 def check_epoch(served: Served) -> None:
     """One epoch of the training loader serves every index in [0, N) once, each with the image
     at that position and the same image as train_images(indices)."""
-    images, indices = (torch.cat(parts) for parts in zip(*served.dm.train_dataloader()))
-    n = len(served.train_ids)
+    images, indices = one_epoch(served.dm.train_dataloader())
+    n = len(served.train)
     assert indices.dtype == torch.int64 and torch.equal(indices.sort().values, torch.arange(n))
-    assert served.decode(images).tolist() == [served.train_ids[i] for i in indices.tolist()]
+    assert served.seen(images) == [served.train[i] for i in indices.tolist()]
     assert torch.equal(images, images_at(served)(indices))
 
 
@@ -320,9 +356,9 @@ def test_held_out_loaders_serve_the_held_out_images_by_position(tmp_path, case):
     served = CASES[case](tmp_path, num_workers=0)
     for stage, loader in (("val", served.dm.val_dataloader()), ("test", served.dm.test_dataloader())):
         expected = served.held_out_ids[stage]
-        images, indices = (torch.cat(parts) for parts in zip(*loader))
+        images, indices = one_epoch(loader)
         assert torch.equal(indices, torch.arange(len(expected)))
-        assert served.decode(images).tolist() == expected
+        assert served.seen(images) == [(k, False) for k in expected]
 
 
 def test_every_datamodule_has_a_case():
@@ -334,6 +370,79 @@ def test_every_datamodule_has_a_case():
     assert exported == set(BUILDERS)
     used = {getattr(build, "func", build) for build in CASES.values()}
     assert used == set(BUILDERS.values())
+
+
+# ----------------------------------------------------------------------------- hflip: mirror images as extra samples
+
+
+def seen_by_index(served: Served, epoch: int) -> tuple[list[int], dict[int, tuple[int, bool]]]:
+    """Epoch `epoch` of the shuffled training loader (its sampler set as Lightning sets it):
+    (the order of the indices, index → (id, mirrored) of the image served with it)."""
+    loader = served.dm.train_dataloader()
+    loader.sampler.set_epoch(epoch)
+    images, indices = one_epoch(loader)
+    return indices.tolist(), dict(zip(indices.tolist(), served.seen(images)))
+
+
+PER_ITEM_TABLES = ("train_indices", "train_files", "train_labels", "train_volume_index", "train_slice_index")
+
+
+def per_item_table(dm: IndexedDataModule, name: str) -> list:
+    """A per-index table of `dm` (row i = item i; a property or, for labels, a method) as a list."""
+    rows = getattr(dm, name)
+    rows = rows() if callable(rows) else rows
+    return rows.tolist() if isinstance(rows, Tensor) else list(rows)
+
+
+@pytest.mark.parametrize(
+    "build", [celeba, afhq, partial(folder, val_fraction=0.3), partial(oasis, val_fraction=0.34)],
+    ids=["celeba", "afhq", "folder", "oasis"],
+)
+def test_hflip_appends_the_mirror_images_and_leaves_the_rest_as_without_it(tmp_path, build):
+    """With hflip: 2N items, the first N bit-identical to those without it and the last N the
+    same images flipped along the width; every per-index table twice over; val and test the
+    same images under the same indices, not mirrored."""
+    plain = build(tmp_path, num_workers=0, seed=3).dm
+    mirrored = build(tmp_path, num_workers=0, seed=3, hflip=True).dm  # the same files
+    assert mirrored.num_samples == 2 * plain.num_samples
+    images = plain.train_images()
+    assert torch.equal(mirrored.train_images(), torch.cat([images, images.flip(-1)]))
+    tables = [name for name in PER_ITEM_TABLES if hasattr(plain, name)]
+    assert "train_indices" in tables and len(tables) >= 2
+    for name in tables:
+        rows, doubled = (per_item_table(dm, name) for dm in (plain, mirrored))
+        assert doubled == rows + rows, name
+    for stage in ("val_dataloader", "test_dataloader"):
+        (images, indices), (same_images, same_indices) = (one_epoch(getattr(dm, stage)()) for dm in (plain, mirrored))
+        assert len(indices) > 0 and torch.equal(indices, same_indices) and torch.equal(images, same_images), stage
+
+
+@pytest.mark.parametrize("case", ["folder-hflip-held-out-from-disk-cache", "oasis-hflip-subject-split-random-subset"])
+def test_hflip_index_keeps_its_image_and_flip_across_shuffled_epochs_and_a_resume(tmp_path, case):
+    """Index v serves image v mod N, mirrored iff v ≥ N, in two shuffled epochs (2 workers) and
+    after a "resume": a second datamodule on the same settings and the same data written again
+    (the folder's set up from its disk cache), under other global random states. Its epochs
+    come in the same orders as the first's."""
+    served = CASES[case](tmp_path, num_workers=2)
+    expected = dict(enumerate(served.train))
+    (order_0, seen_0), (order_1, seen_1) = (seen_by_index(served, epoch) for epoch in (0, 1))
+    assert order_0 != order_1  # shuffled anew each epoch
+    assert seen_0 == seen_1 == expected
+    torch.manual_seed(1234), np.random.seed(1234), random.seed(1234)
+    resumed = CASES[case](tmp_path, num_workers=2)
+    assert resumed.dm is not served.dm and resumed.train == served.train
+    assert [seen_by_index(resumed, epoch) for epoch in (0, 1)] == [(order_0, expected), (order_1, expected)]
+
+
+def test_every_image_datamodule_takes_hflip_and_mnist_refuses_it(tmp_path):
+    """Mirror images are extra samples of the image sets; digits are not mirror-symmetric, so
+    MNIST has no hflip (its constructor refuses the argument, the CLI the flag)."""
+    for cls in BUILDERS:
+        if cls is not MNISTDataModule:
+            assert cls(data_dir=str(tmp_path), hflip=True).hflip, cls.__name__
+    assert "hflip" not in inspect.signature(MNISTDataModule).parameters
+    with pytest.raises(TypeError, match="hflip"):
+        MNISTDataModule(str(tmp_path), hflip=True)
 
 
 # ----------------------------------------------------------------------------- the checks catch slips
@@ -384,3 +493,13 @@ def test_the_checks_fail_on_an_off_by_one_slip_in_either_path(tmp_path, monkeypa
             check_batched(served)
         with pytest.raises(AssertionError):
             check_epoch(served)
+
+
+def test_the_checks_fail_when_the_mirror_images_are_served_unmirrored(tmp_path, monkeypatch):
+    """A slip planted in the loader's mirroring (index v ≥ N served as image v − N unflipped)
+    fails the item, batched and epoch checks (the mirror marker is read, not assumed)."""
+    served = CASES["celeba-hflip-random-subset-preloaded"](tmp_path, num_workers=0)
+    monkeypatch.setattr(indexed_module, "mirror_source", lambda v, n: (v % n, v < 0))
+    for check in (check_items, check_batched, check_epoch):
+        with pytest.raises(AssertionError):
+            check(served)

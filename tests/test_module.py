@@ -12,49 +12,7 @@ from torch import nn
 from neurosql_pl.datamodules import MNISTDataModule
 from neurosql_pl import NeuroSQL
 from neurosql_pl.assignment import check_permutation, pca_assignment, random_assignment
-from tests.helpers.models import SMALL_NEUROSQL
-
-
-def small_model(tmp_path: Path, **overrides) -> NeuroSQL:
-    return NeuroSQL(**{**SMALL_NEUROSQL, "lattice_cache_dir": str(tmp_path / "lattices"), **overrides})
-
-
-class KeepCosts(L.Callback):
-    """Keeps the module's cost side (its feature banks), which it frees at the end of fit
-    (callbacks run first), and every `block_costs` result of the fit in `recorded`."""
-
-    def __init__(self) -> None:
-        self.recorded: list[torch.Tensor] = []
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        self.spied = False
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:  # after the module's on_train_start built them
-        if self.spied:
-            return
-        self.spied = True
-        costs = pl_module.assignment_costs()
-        block_costs = costs.block_costs
-
-        def spy(samples: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-            result = block_costs(samples, points)
-            self.recorded.append(result.cpu().clone())
-            return result
-
-        costs.block_costs = spy
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        costs = pl_module.assignment_costs()
-        self.real_bank, self.fake_bank = costs.real_bank, costs.fake_bank
-
-
-def fit(model: NeuroSQL, data_dir: Path, root: Path, epochs: int = 2, callbacks=()) -> L.Trainer:
-    trainer = L.Trainer(
-        max_epochs=epochs, default_root_dir=root, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, accelerator="cpu", devices=1, callbacks=list(callbacks),
-    )
-    trainer.fit(model, datamodule=MNISTDataModule(data_dir=str(data_dir), batch_size=16, download=False))
-    return trainer
+from tests.helpers.fits import KeepCosts, TrainingInputs, fit, small_model
 
 
 def test_training_keeps_pi_a_permutation_and_moves_codes_to_the_lattice(tiny_mnist: Path, tmp_path: Path) -> None:
@@ -119,6 +77,11 @@ def test_a_checkpoint_for_other_data_is_refused(tiny_mnist: Path, tmp_path: Path
         ({"cost_outputs": "stale"}, "cost_outputs"),
         ({"cost_outputs": "epoch", "rho": 0.5}, "rho=1"),
         ({"pixel": "l3"}, "pixel"),
+        ({"oversample": 0}, "oversample"),
+        ({"oversample": "many"}, "oversample"),
+        ({"code_noise": -0.1}, "code_noise"),
+        ({"code_noise": float("nan")}, "code_noise"),
+        ({"code_noise": 0.1, "cost_outputs": "epoch"}, "set cost_outputs='fresh'"),
     ],
 )
 def test_impossible_settings_are_refused(tmp_path: Path, overrides: dict, message: str) -> None:
@@ -214,3 +177,29 @@ def test_pca_init_is_the_ot_pca_assignment(tiny_mnist: Path, tmp_path: Path) -> 
     expected = pca_assignment(datamodule.train_images, model.lattice, torch.Generator().manual_seed(0), block_size=16)
     assert torch.equal(model.assignment, expected)
     assert not torch.equal(expected, random_assignment(64, torch.Generator().manual_seed(0)))
+
+
+@pytest.mark.parametrize("code_noise", [0.0, 0.5])
+def test_code_noise_feeds_the_generator_noisy_codes_and_leaves_the_codes_alone(
+    tiny_mnist: Path, tmp_path: Path, code_noise: float
+) -> None:
+    """The generator's input is Ẑ_i + σ·ε with ε ~ N(0, I) drawn afresh at every step: σ = 0 gives
+    Ẑ_i exactly and draws nothing from the random state (training as before the option); σ = 0.5
+    gives an offset of mean ≈ 0 and standard deviation ≈ σ, new in every epoch. Ẑ itself does not
+    move (2 epochs, no assignment step), and `reconstruct` is noise-free."""
+    model = small_model(tmp_path, code_noise=code_noise, assign_every=100, image_shape=(1, 28, 28), num_samples=64)
+    spy = TrainingInputs(model.generator)
+    fit(model, tiny_mnist, tmp_path / "run", epochs=2, callbacks=[spy])
+    idx = torch.cat(spy.indices)
+    offset = torch.cat(spy.inputs) - model.latents[idx]
+    assert len(idx) == 128 and torch.equal(model.latents, model.lattice[model.assignment])  # Ẑ = its initial Q_π
+    if code_noise == 0:
+        assert torch.equal(offset, torch.zeros_like(offset)) and not any(spy.drew)
+    else:
+        assert all(spy.drew)
+        assert abs(float(offset.mean())) < 0.1 and float(offset.std()) == pytest.approx(code_noise, rel=0.1)
+        first, second = offset[:64][idx[:64].argsort()], offset[64:][idx[64:].argsort()]
+        assert not torch.allclose(first, second)  # fresh noise in each epoch
+    with torch.no_grad():
+        expected = model.generator.eval()(model.latents[:8])
+    assert torch.equal(model.reconstruct(torch.arange(8)), expected)

@@ -43,9 +43,10 @@ class SigTerm(L.Callback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def run(data_dir: Path, root: Path, epochs: int, seed: int, ckpt: Path | None = None, callbacks=()) -> NeuroSQL:
+def run(data_dir: Path, root: Path, epochs: int, seed: int, ckpt: Path | None = None, callbacks=(), **overrides) -> NeuroSQL:
     L.seed_everything(seed)
-    model = NeuroSQL(**SMALL_NEUROSQL, rho=0.5, ema_decay=0.9, lattice_cache_dir=str(root.parent / "lattices"))
+    settings = {**SMALL_NEUROSQL, "rho": 0.5, "ema_decay": 0.9, **overrides}
+    model = NeuroSQL(**settings, lattice_cache_dir=str(root.parent / "lattices"))
     trainer = L.Trainer(
         max_epochs=epochs, deterministic=True, default_root_dir=root, logger=False, enable_progress_bar=False,
         enable_model_summary=False, accelerator="cpu", devices=1,
@@ -79,6 +80,11 @@ def test_resumed_run_equals_uninterrupted_run(stop: str, tiny_mnist: Path, tmp_p
     assert torch.load(last, weights_only=False)["global_step"] == 8  # the end of epoch 2 (4 steps each)
 
     resumed = run(tiny_mnist, tmp_path / "b", epochs=4, seed=123, ckpt=last)  # another seed: state comes from the ckpt
+    assert_same_state(resumed, uninterrupted)
+
+
+def assert_same_state(resumed: NeuroSQL, uninterrupted: NeuroSQL) -> None:
+    """Lattice, π and Ẑ equal; the generator equal up to float rounding; its EMA equal."""
     for name in ("lattice", "assignment", "latents"):
         assert torch.equal(getattr(resumed, name), getattr(uninterrupted, name)), name
     for (key, a), (_, b) in zip(uninterrupted.generator.state_dict().items(), resumed.generator.state_dict().items()):
@@ -86,6 +92,20 @@ def test_resumed_run_equals_uninterrupted_run(stop: str, tiny_mnist: Path, tmp_p
     assert int(resumed.ema_generator.n_averaged) == int(uninterrupted.ema_generator.n_averaged) == 1 + 16
     for (key, a), (_, b) in zip(uninterrupted.ema_generator.state_dict().items(), resumed.ema_generator.state_dict().items()):
         assert torch.equal(a, b), key
+
+
+@pytest.mark.parametrize(
+    "overrides", [{"oversample": 2}, {"oversample": 2, "code_noise": 0.2}], ids=["oversample", "oversample+code_noise"]
+)
+def test_resumed_run_with_random_codes_equals_uninterrupted_run(overrides: dict, tiny_mnist: Path, tmp_path: Path) -> None:
+    """With k codes per image each visit draws its code, and with code noise its ε, from torch's
+    global random state, which the checkpoint restores: stopped after epoch 2 and resumed, the
+    run ends as the uninterrupted one (K = 2N rows of π and Ẑ)."""
+    uninterrupted = run(tiny_mnist, tmp_path / "a", epochs=4, seed=0, **overrides)
+    run(tiny_mnist, tmp_path / "b", epochs=2, seed=0, **overrides)
+    resumed = run(tiny_mnist, tmp_path / "b", epochs=4, seed=123, ckpt=tmp_path / "b" / "checkpoints" / "last.ckpt", **overrides)
+    assert resumed.num_codes == 2 * 64
+    assert_same_state(resumed, uninterrupted)
 
 
 def test_sigterm_through_the_cli_says_how_to_resume_and_the_resume_finishes(tiny_mnist: Path, tmp_path: Path, capsys) -> None:

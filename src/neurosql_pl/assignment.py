@@ -1,6 +1,8 @@
 """Quantile assignment: block-local linear assignment between samples and lattice points.
 
 π is a permutation of the lattice indices 0..N-1 (π(i) = the lattice point sample i holds).
+Here a sample is whatever holds one lattice point: an image, or with an oversampled lattice
+(`oversampling.py`) one of an image's k codes, so N below is then K = k·N codes.
 One assignment step (docs/design.md §1):
   1. split the N sample indices at random into blocks B of size m (the last may be smaller);
   2. the candidates of a block are the lattice points it holds now, K_B = π(B), so π stays a
@@ -33,6 +35,7 @@ from scipy.optimize import linear_sum_assignment
 
 from .images import ImageSource
 from .lattice import rank_bisection
+from .oversampling import copies_per_image, per_code
 
 SOLVERS = ("exact", "pot", "greedy")
 BLOCK_STRATEGIES = ("random", "neighbours", "multiscale")
@@ -333,17 +336,24 @@ def pca_assignment(
     generator: torch.Generator,
     block_size: int = 256,
     rounds: int = 10,
+    num_images: int | None = None,
 ) -> torch.Tensor:
-    """OT-PCA initial π: assign whitened PCA scores to lattice points by OT.
+    """OT-PCA initial π (K,): assign whitened PCA scores to lattice points by OT.
 
     The exact N×N OT problem does not scale to N = 60k, so it is approached by `rounds` sweeps
     of random block assignment on the cost ‖s_i − Q_k‖², starting from a random π; each sweep
-    can only lower the total cost. With block_size ≥ N it is the exact global OT in one round.
+    can only lower the total cost. With block_size ≥ K it is the exact global OT in one round.
     The result depends only on the inputs and the generator's seed (the PCA uses its initial seed).
+
+    lattice (K, d); num_images N (default K): with K = k·N (`oversampling.py`) the samples are
+    the K codes, code v carrying the score of image v mod N, so each image's k codes take k
+    lattice points near its score.
     """
     from .costs import pairwise_sq_dists
 
-    scores = pca_scores(images_at, lattice.shape[0], lattice.shape[1], seed=generator.initial_seed())
+    num_images = lattice.shape[0] if num_images is None else num_images
+    scores = pca_scores(images_at, num_images, lattice.shape[1], seed=generator.initial_seed())
+    scores = per_code(scores, copies_per_image(lattice.shape[0], num_images))
     pi = random_assignment(lattice.shape[0], generator)
 
     def cost_fn(samples: torch.Tensor, points: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,11 @@ step where there are feature banks): each sweep can only lower the total cost. T
               groups of images matched with cells of lattice points, each pair solved exactly)
               and keeps it instead of the first neighbour sweep's result when its total cost is
               lower; the other sweeps are neighbour sweeps from the π kept.
+The samples of the step are the model's codes (`oversampling.py`): K = k·N, code v for image
+v mod N, so with k > 1 each block is a capacity-k assignment and π (K,) stays a permutation
+of the K lattice points; with k = 1 codes are the dataset indices. The LSAP cannot tell an
+image's codes apart, so the step ends by giving every code whose image still holds its point
+that point again (`oversampling.keep_held_points`), for the momentum update and frac_changed.
 Under DDP each rank solves every world-th block and the results are all-gathered, so all ranks
 end identical; blocks built from features are rank 0's, broadcast (features computed on
 different devices, and their principal directions with different thread counts, may differ in
@@ -22,10 +27,10 @@ their last bits, which can move a sample across a cut).
 
 Logs: assign/total_cost (Σ_i C[i, π(i)] after the step) and assign/total_cost_before (the
 same for the π before it, from the diagonals of the first sweep's blocks), assign/mean_cost
-(their mean per sample), assign/frac_changed (fraction of samples whose lattice point
-changed), assign/frac_reused (generated features reused from the epoch), assign/time_s (wall
-time of the step), and with multiscale assign/multiscale_total_cost (the multiscale π's total)
-and assign/multiscale_kept (1 when it was kept).
+(their mean per sample), assign/frac_changed (fraction of samples, or codes when k > 1,
+whose lattice point changed), assign/frac_reused (generated features reused from the epoch),
+assign/time_s (wall time of the step), and with multiscale assign/multiscale_total_cost (the
+multiscale π's total) and assign/multiscale_kept (1 when it was kept).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from .assignment import (
     solve_blocks,
 )
 from .assignment_costs import AssignmentCosts
+from .oversampling import keep_held_points, per_code
 
 #: Principal directions of the features that "neighbours" and "multiscale" blocks are built from.
 FEATURE_DIM = 32
@@ -66,13 +72,13 @@ def step_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
 class AssignedModel(Protocol):
     """What the assignment step uses of a model (`NeuroSQL`): π, its cost side, the update."""
 
-    assignment: torch.Tensor  # π (N,) int64: the lattice point each sample holds
+    assignment: torch.Tensor  # π (K,) int64: the lattice point each code holds (K = N when k = 1)
 
     def assignment_costs(self) -> AssignmentCosts:
         """The cost side of the step (ready for it: under DDP with rank 0's generator buffers)."""
 
     def apply_assignment(self, assignment: torch.Tensor) -> None:
-        """Take the new π (N,): π ← assignment, then the momentum update of the codes Ẑ."""
+        """Take the new π (K,): π ← assignment, then the momentum update of the codes Ẑ."""
 
     def log(self, name: str, value: Any, **kwargs: Any) -> None:
         """Log a metric (`LightningModule.log`)."""
@@ -108,8 +114,8 @@ class AssignmentCallback(L.Callback):
 
     @torch.no_grad()
     def assign(self, module: AssignedModel, epoch: int, trainer: L.Trainer | None = None) -> dict[str, float]:
-        """One assignment step on all N samples of `module`; returns its statistics (see the
-        module docstring).
+        """One assignment step on all K codes of `module` (its N samples when k = 1); returns
+        its statistics (see the module docstring).
 
         The blocks are drawn from (seed, epoch, sweep). With a multi-process `trainer` this rank
         solves every world-th block and gathers the others' results; without one (or with one
@@ -117,7 +123,7 @@ class AssignmentCallback(L.Callback):
         """
         start = time.perf_counter()
         costs = module.assignment_costs()
-        n, m = costs.num_samples, self.block_size
+        n, m = costs.num_codes, self.block_size
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         # one block is the global optimum: a single random sweep
         sweeps, strategy = (1, "random") if m >= n else (self.sweeps, self.strategy)
@@ -133,11 +139,13 @@ class AssignmentCallback(L.Callback):
         def from_rank0(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
             return trainer.strategy.broadcast(tensors, src=0) if world > 1 else tensors
 
-        features: list[torch.Tensor] = []  # the images' (and with multiscale the generated images') features
+        # per code its image's features (and with multiscale per lattice point its generated image's)
+        features: list[torch.Tensor] = []
         if strategy != "random":
             real, generated = costs.features(generated=multiscale)
             clouds = [real, generated] if multiscale else [real]
             features = feature_projection(clouds, FEATURE_DIM, step_generator(self.seed, epoch, _FEATURE_STREAM))
+            features[0] = per_code(features[0], costs.copies)
 
         def sweep_blocks(sweep: int) -> list[torch.Tensor]:
             generator = step_generator(self.seed, epoch, sweep)
@@ -164,6 +172,7 @@ class AssignmentCallback(L.Callback):
                     pi, assigned = candidate if kept else (pi, assigned)
                     stats["multiscale_kept"] = float(kept)
         costs.end_step()
+        pi = keep_held_points(old, pi, costs.num_images)  # k > 1: codes keep the points their image still holds
         module.apply_assignment(pi)
         return {
             "total_cost": float(assigned.double().sum()),

@@ -142,7 +142,7 @@ def expand_config_names(args: Sequence[str]) -> list[str]:
 
 
 def _config_file(value: str) -> str:
-    packaged = None if os.path.exists(value) else packaged_config(value)
+    packaged = None if os.path.isfile(value) else packaged_config(value)
     return value if packaged is None else str(packaged)
 
 

@@ -5,6 +5,10 @@ Per training sample i (its dataset index) the module keeps, as checkpointed buff
   latents[i]    = Ẑ_i   the code the generator is trained on (d floats);
 and the lattice Q (N, d) itself. `training_step` minimises ℓ(X_i, G(Ẑ_i)) over minibatches;
 the epoch-boundary `AssignmentCallback` (returned by `configure_callbacks`) updates π and Ẑ.
+With `oversample` k > 1 the rows are codes, not images: the lattice has K = k·N points and
+π, Ẑ have K rows, code v = i + r·N being copy r of image i (`oversampling.py`); each visit of
+image i trains one of its codes, drawn at random. With `code_noise` σ > 0 the training step
+feeds the generator Ẑ + σ·ε, ε ~ N(0, I) drawn afresh at every step.
 During a fit the module owns the cost side of that step, an `AssignmentCosts` (the feature
 banks, the block costs, the generated features recorded by the epoch: `cost_outputs`): the
 callback takes it from `assignment_costs()` and hands the new π back to `apply_assignment`,
@@ -19,9 +23,10 @@ draw from. With ema_decay = 0 (the default) there is only `generator`.
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -44,6 +49,7 @@ from .images import ImageSource, trainer_images
 from .lattice import load_or_build_lattice
 from .losses import ReconstructionLoss
 from .networks import build_generator, check_generator_settings
+from .oversampling import check_oversample, draw_codes, resolve_oversample
 from .prior import sample_prior
 from .training_utils import check_ema_decay, check_finite_loss, eval_mode
 
@@ -57,7 +63,9 @@ class NeuroSQL(GenerativeModel):
     `image_shape` (C, H, W), values in [-1, 1]) unless given here (as when loading a checkpoint).
     The defaults are the configuration we recommend on a CPU, the one `make train` runs (its
     model piece, experiments/configs/model/neurosql.yaml, sets nothing else): pixel L1 loss, no
-    perceptual term, multiscale blocks, OT-PCA initial π, costs from the epoch's own outputs.
+    perceptual term, multiscale blocks, OT-PCA initial π, costs from the epoch's own outputs,
+    one lattice point per image (oversample=1) and no code noise (code_noise=0): those two
+    levers are off until a measurement says they help.
     """
 
     network_name = "generator"
@@ -89,6 +97,8 @@ class NeuroSQL(GenerativeModel):
         ema_decay: float = 0.0,
         assign_sweeps: int = 1,
         block_strategy: str = "multiscale",
+        oversample: int | Literal["auto"] = 1,
+        code_noise: float = 0.0,
         seed: int = 0,
         image_shape: tuple[int, int, int] | None = None,
         num_samples: int | None = None,
@@ -135,6 +145,18 @@ class NeuroSQL(GenerativeModel):
                 matched (group, cell) pairs, each solved exactly (`assignment.multiscale_blocks`),
                 kept only when its total cost beats the first neighbour sweep's (which the step also
                 runs), then neighbour sweeps (see `AssignmentCallback`).
+            oversample: k, lattice points per image: an integer ≥ 1, or "auto" (the least k with
+                k·N ≥ 10,000, at most 100; 1 for N ≥ 10,000; see `oversampling.py`). The lattice
+                then has K = k·N points, π and Ẑ have K rows (code v = i + r·N is copy r of image
+                i), and every assignment block is a capacity-k assignment: each lattice point is
+                held by exactly one code, each image by exactly k. Each training visit of image
+                i trains one of its k codes, copy r drawn uniformly (torch's global random state),
+                so over the epochs the generator trains on all K codes. `reconstruct(i)` and
+                `interpolate` use copy 0 (code i). 1 (the default) is the method as stated.
+            code_noise: σ ≥ 0: training feeds the generator Ẑ_v + σ·ε with ε ~ N(0, I_d) drawn
+                afresh at every step (as a VAE's posterior noise); Ẑ itself, the assignment's
+                costs G(Q_k) and `reconstruct` stay noise-free. σ > 0 needs cost_outputs="fresh"
+                (training's outputs are no longer G(Q_π)). 0 (the default) is the method as stated.
             seed: seeds the lattice, the initial π and the assignment blocks.
             image_shape / num_samples: (C, H, W) and N; filled from the datamodule when None.
         """
@@ -155,7 +177,10 @@ class NeuroSQL(GenerativeModel):
             raise ValueError(f"assign_sweeps must be >= 1, got {assign_sweeps}")
         if block_strategy not in BLOCK_STRATEGIES:
             raise ValueError(f"block_strategy must be one of {BLOCK_STRATEGIES}, got {block_strategy!r}")
-        check_cost_outputs(cost_outputs, rho)
+        check_oversample(oversample)
+        if not (code_noise >= 0.0 and math.isfinite(code_noise)):
+            raise ValueError(f"code_noise must be a finite σ >= 0, got {code_noise}")
+        check_cost_outputs(cost_outputs, rho, code_noise)
         self.save_hyperparameters()
         self.loss_fn = ReconstructionLoss(
             perceptual=perceptual,
@@ -177,21 +202,35 @@ class NeuroSQL(GenerativeModel):
 
     # ---------------------------------------------------------------- construction
     def _build(self, image_shape: tuple[int, int, int], num_samples: int) -> None:
-        """Create the generator and the (N, d) per-sample buffers (values set in `on_fit_start`)."""
+        """Create the generator and the (K, d) per-code buffers, K = k·N (values set in
+        `on_fit_start`); the hyper-parameters record N and the resolved k."""
         if num_samples < 2:
             raise SettingError(f"NeuroSQL needs at least 2 training samples, got {num_samples}")
         hp = self.hparams
         d = hp.latent_dim
+        k = resolve_oversample(hp.oversample, num_samples)
         self.generator = build_generator(hp.generator, d, image_shape, hp.generator_width, hp.upsample)
         self.build_ema()
-        self.lattice = torch.zeros(num_samples, d)
-        self.assignment = torch.arange(num_samples)
-        self.latents = torch.zeros(num_samples, d)
+        self.lattice = torch.zeros(k * num_samples, d)
+        self.assignment = torch.arange(k * num_samples)
+        self.latents = torch.zeros(k * num_samples, d)
         self.hparams.image_shape = tuple(image_shape)
         self.hparams.num_samples = num_samples
+        self.hparams.oversample = k
 
     @property
     def num_samples(self) -> int:
+        """N, the training images the model holds codes for (0 before it is built)."""
+        return int(self.hparams.num_samples or 0)
+
+    @property
+    def codes_per_image(self) -> int:
+        """k, the lattice points (codes) each image holds: `oversample`, resolved from N."""
+        return resolve_oversample(self.hparams.oversample, self.num_samples) if self.num_samples else 1
+
+    @property
+    def num_codes(self) -> int:
+        """K = k·N: the lattice points, and the rows of π and Ẑ."""
         return int(self.assignment.shape[0])
 
     def setup(self, stage: str) -> None:
@@ -215,12 +254,13 @@ class NeuroSQL(GenerativeModel):
         if bool(self.initialized):
             return
         hp = self.hparams
-        n = self.num_samples
+        n = self.num_codes
         cache = Path(hp.lattice_cache_dir) if hp.lattice_cache_dir else None
         lattice = load_or_build_lattice(n, hp.latent_dim, hp.lattice_reference, hp.lattice_method, hp.seed, cache)
         generator = torch.Generator().manual_seed(hp.seed)
         if hp.init == "pca":
-            pi = pca_assignment(trainer_images(self.trainer), lattice, generator, block_size=hp.block_size)
+            images = trainer_images(self.trainer)
+            pi = pca_assignment(images, lattice, generator, block_size=hp.block_size, num_images=self.num_samples)
         else:
             pi = random_assignment(n, generator)
         # broadcast from rank 0 so every process starts from identical state
@@ -246,7 +286,7 @@ class NeuroSQL(GenerativeModel):
         hp = self.hparams
         self._costs = AssignmentCosts(
             self.loss_fn, self.lattice, self._generate, images_at, tuple(hp.image_shape), hp.cost_outputs,
-            hp.feature_cache_gb, self.device,
+            hp.feature_cache_gb, self.device, num_images=self.num_samples,
         )
         return self._costs
 
@@ -265,13 +305,16 @@ class NeuroSQL(GenerativeModel):
         state = checkpoint["state_dict"]
         for key, value in self.loss_fn.state_dict(prefix=LOSS_PREFIX).items():
             state.setdefault(key, value)  # not stored (see on_save_checkpoint): this model's own frozen copy
-        n, d = state["latents"].shape
+        codes, d = state["latents"].shape
         if d != self.hparams.latent_dim:
             raise CheckpointMismatchError(
                 f"checkpoint has latent_dim={d} but this model has latent_dim={self.hparams.latent_dim}; "
                 f"resume with --model.latent_dim {d}"
             )
-        shape = tuple(checkpoint.get("hyper_parameters", {}).get("image_shape") or ())
+        hyper = checkpoint.get("hyper_parameters", {})
+        n = int(hyper.get("num_samples") or codes)  # N images; K = codes = k·N
+        k = codes // n
+        shape = tuple(hyper.get("image_shape") or ())
         if self.generator is None and shape:
             self._build(shape, n)
         elif shape and shape != tuple(self.hparams.image_shape):
@@ -279,10 +322,15 @@ class NeuroSQL(GenerativeModel):
                 f"checkpoint was trained on images of shape {shape} but the data has {tuple(self.hparams.image_shape)}; "
                 "resume with the same dataset settings (image_size, channels) as the checkpoint"
             )
-        elif self.num_samples != n:
+        if self.generator is not None and self.num_samples != n:
             raise CheckpointMismatchError(
                 f"checkpoint holds per-sample state for N={n} images but the data has N={self.num_samples}; "
                 "resume with the same dataset and subset as the checkpoint"
+            )
+        if self.generator is not None and self.num_codes != codes:
+            raise CheckpointMismatchError(
+                f"checkpoint holds {k} codes per image (K={codes} for N={n}) but this model holds {self.codes_per_image} "
+                f"(oversample={self.hparams.oversample}); resume with --model.oversample {k}"
             )
         super().on_load_checkpoint(checkpoint)
 
@@ -292,10 +340,16 @@ class NeuroSQL(GenerativeModel):
         return self.generator(z)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """batch = (images (B, C, H, W) in [-1, 1], dataset indices (B,)) → mean ℓ(X_i, G(Ẑ_i))."""
+        """batch = (images (B, C, H, W) in [-1, 1], dataset indices i (B,)) → mean ℓ(X_i, G(Ẑ_v + σ·ε)):
+        v = i, or with k codes per image one of them drawn at random (`oversampling.draw_codes`);
+        ε ~ N(0, I_d) drawn afresh when code_noise σ > 0."""
         x, idx = batch
-        fake = self.generator(self.latents[idx])
-        loss = self._costs.loss(fake, x, idx, self.assignment[idx]).mean()
+        codes = draw_codes(idx, self.codes_per_image, self.num_samples)
+        z = self.latents[codes]
+        if self.hparams.code_noise > 0:
+            z = z + self.hparams.code_noise * torch.randn_like(z)
+        fake = self.generator(z)
+        loss = self._costs.loss(fake, x, idx, self.assignment[codes]).mean()
         check_finite_loss(loss, self, remedy="lower --model.lr")
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x.shape[0])
         return loss
@@ -330,8 +384,8 @@ class NeuroSQL(GenerativeModel):
         return self._costs
 
     def apply_assignment(self, assignment: torch.Tensor) -> None:
-        """Take the new π (N,) of an assignment step: π ← assignment, Ẑ ← ρ·Q_π + (1 − ρ)·Ẑ."""
-        check_permutation(assignment, self.num_samples)
+        """Take the new π (K,) of an assignment step: π ← assignment, Ẑ ← ρ·Q_π + (1 − ρ)·Ẑ."""
+        check_permutation(assignment, self.num_codes)
         self.assignment = assignment.to(self.assignment.device)
         self.latents = momentum_update(self.latents, self.lattice, self.assignment, self.hparams.rho)
 
@@ -346,12 +400,14 @@ class NeuroSQL(GenerativeModel):
 
     @torch.no_grad()
     def reconstruct(self, idx: torch.Tensor) -> torch.Tensor:
-        """G(Ẑ_i) for dataset indices idx (B,): (B, C, H, W) in [-1, 1]."""
+        """G(Ẑ_i) for dataset indices idx (B,) in [0, N): (B, C, H, W) in [-1, 1]. With k codes per
+        image, Ẑ_i is image i's copy 0 (code i)."""
         return self._generate(self.latents[idx.to(self.latents.device)], self.sampling_generator)
 
     @torch.no_grad()
     def interpolate(self, a: int, b: int, steps: int = 8) -> torch.Tensor:
-        """Images along the straight line from Ẑ_a to Ẑ_b (endpoints included): (steps, C, H, W)."""
+        """Images along the straight line from Ẑ_a to Ẑ_b (endpoints included; codes a and b, i.e.
+        copy 0 of images a and b): (steps, C, H, W)."""
         t = torch.linspace(0, 1, steps, device=self.latents.device)[:, None]
         return self._generate((1 - t) * self.latents[a] + t * self.latents[b], self.sampling_generator)
 
