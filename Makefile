@@ -50,7 +50,7 @@ sample: install  ## N samples of CKPT=<run>/checkpoints/last.ckpt: PNGs, grid.pn
 compare: install  ## NeuroSQL vs VAE, GAN, DDPM on DATA, same wall time each, all metrics (OUT=runs/compare/DATA)
 	$(PY) -m experiments.compare --data $(DATA) --out $(if $(filter runs/$(DATA),$(OUT)),runs/compare/$(DATA),$(OUT)) $(ARGS)
 
-fewshot: install  ## FID and pixel distance with N = 100…5000 training images per model (OUT=runs/fewshot/DATA)
+fewshot: install  ## NeuroSQL vs VAE, GAN on N = 100…5000 training images, 2 seeds: FID, KID, memorisation vs steps (OUT=runs/fewshot/DATA)
 	$(PY) -m experiments.fewshot --data $(DATA) --out $(if $(filter runs/$(DATA),$(OUT)),runs/fewshot/$(DATA),$(OUT)) $(ARGS)
 
 ablate: install  ## NeuroSQL's quality levers one by one (+ VAE, GAN), same wall time each: FID vs time (OUT=runs/ablate/DATA)

@@ -24,20 +24,16 @@ Writes, under --out (default runs/ablate/<data>):
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-
 from experiments.runner import (
-    ExperimentError, add_data_args, add_scoring_args, check_can_train, fit, markdown_table, max_time_flags, mean_of,
-    run_state, script_main, script_parser, write_csv,
+    MODELS, ExperimentError, Scoring, add_data_args, add_scoring_args, check_can_train, fit, learning_rate_sweep,
+    markdown_table, max_time_flags, mean_of, points_of, run_state, scored, script_main, script_parser,
+    snapshot_flags, write_csv,
 )
-from neurosql_pl.evaluate import evaluate
-from neurosql_pl.files import write_json_atomic
-from neurosql_pl.run_folder import EVAL_FILE, last_checkpoint, train_metrics
+from neurosql_pl.run_folder import EVAL_FILE
 
 #: slug → (what it changes, model config piece, extra CLI flags). "base" is the former default
 #: (neurosql_mse), "default" today's (neurosql: NeuroSQL()'s defaults).
@@ -61,23 +57,18 @@ CONFIGS: dict[str, tuple[str, str, list[str]]] = {
     "vae": ("VAE, same decoder, tuned lr 0.003 (reference)", "vae", []),
     "gan": ("GAN, same generator, tuned lr 0.001 (reference)", "gan", []),
     "default": ("the levers that won, together: neurosql.yaml, make train's default", "neurosql", []),
-    # learning-rate sweeps: the same tuning effort for every model (not in the default run)
-    "default_lr1e-3": ("neurosql.yaml, lr 0.001", "neurosql", ["--model.lr", "0.001"]),
-    "default_lr4e-3": ("neurosql.yaml, lr 0.004", "neurosql", ["--model.lr", "0.004"]),
-    "vae_lr3e-4": ("VAE, lr 0.0003", "vae", ["--model.lr", "0.0003"]),
-    "vae_lr1e-3": ("VAE, lr 0.001", "vae", ["--model.lr", "0.001"]),
-    "vae_lr1e-2": ("VAE, lr 0.01", "vae", ["--model.lr", "0.01"]),
-    "gan_lr1e-4": ("GAN, lr_g = lr_d = 0.0001", "gan", ["--model.lr_g", "0.0001", "--model.lr_d", "0.0001"]),
-    "gan_lr5e-4": ("GAN, lr_g = lr_d = 0.0005", "gan", ["--model.lr_g", "0.0005", "--model.lr_d", "0.0005"]),
-    "gan_lr2e-4": ("GAN, lr_g = lr_d = 0.0002", "gan", ["--model.lr_g", "0.0002", "--model.lr_d", "0.0002"]),
 }
 #: what `make ablate` runs: every lever alone, the references and their combination (≈ 85 min on 2 cores)
-DEFAULT_CONFIGS: list[str] = [slug for slug in CONFIGS if "_lr" not in slug]
+DEFAULT_CONFIGS: list[str] = list(CONFIGS)
+#: model label → its configuration here; the learning-rate sweep (runner.LEARNING_RATES, not in the
+#: default run) adds <slug>_lr<rate> for each: the same tuning effort for every model
+SWEPT: dict[str, str] = {"NeuroSQL": "default", "VAE": "vae", "GAN": "gan"}
+CONFIGS.update({f"{slug}_lr{tag}": (f"{label}, lr {lr:g}", MODELS[label][0], flags)
+                for label, slug in SWEPT.items() for tag, lr, flags in learning_rate_sweep(label)})
 #: named groups accepted by --configs
 GROUPS: dict[str, list[str]] = {
     "levers": DEFAULT_CONFIGS,
-    "lr": ["base", "default", "default_lr1e-3", "default_lr4e-3", "vae", "vae_lr3e-4", "vae_lr1e-3", "vae_lr1e-2",
-           "gan", "gan_lr1e-4", "gan_lr2e-4", "gan_lr5e-4"],
+    "lr": ["base", *[s for slug in SWEPT.values() for s in CONFIGS if s == slug or s.startswith(f"{slug}_lr")]],
 }
 
 #: (column, eval.json metric key) of the table; KID is shown ×10³
@@ -85,36 +76,6 @@ COLUMNS: list[tuple[str, str]] = [
     ("FID ↓", "fid"), ("KID×10³ ↓", "kid_mean"), ("precision ↑", "precision"), ("recall ↑", "recall"),
     ("recon MSE ↓", "recon_mse"), ("pixel syn→train", "pixel_syn_to_train"),
 ]
-SNAPSHOTS_FILE = "snapshots.json"
-
-
-class TimedSnapshots(L.Callback):
-    """Saves ``checkpoints/snap<k>.ckpt`` at the first epoch end after every ``every_s`` seconds of
-    training, and lists them with their training seconds in ``<run>/snapshots.json``.
-
-    Training seconds count from the start of training and leave out the time spent saving."""
-
-    def __init__(self, every_s: float = 90.0) -> None:
-        if every_s <= 0:
-            raise ValueError(f"every_s must be > 0, got {every_s}")
-        self.every_s = every_s
-        self._start, self._saving, self._taken = 0.0, 0.0, []
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start, self._saving, self._taken = time.perf_counter(), 0.0, []
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        elapsed = time.perf_counter() - self._start - self._saving
-        if elapsed < self.every_s * (len(self._taken) + 1):
-            return
-        began = time.perf_counter()
-        run_dir = Path(trainer.default_root_dir)
-        name = f"snap{len(self._taken) + 1}"
-        trainer.save_checkpoint(run_dir / "checkpoints" / f"{name}.ckpt")
-        self._taken.append({"name": name, "train_s": elapsed, "epochs": trainer.current_epoch + 1})
-        if trainer.is_global_zero:
-            write_json_atomic({"snapshots": self._taken}, run_dir / SNAPSHOTS_FILE)
-        self._saving += time.perf_counter() - began
 
 
 def expand_configs(names: list[str]) -> list[str]:
@@ -127,38 +88,14 @@ def expand_configs(names: list[str]) -> list[str]:
     return slugs
 
 
-def points_of(run_dir: Path) -> list[dict[str, Any]]:
-    """The run's scored points: its snapshots, then the end of training (``last.ckpt``). A snapshot
-    of the last epoch is the final model again and is left out."""
-    snapshots = json.loads((run_dir / SNAPSHOTS_FILE).read_text())["snapshots"] if (run_dir / SNAPSHOTS_FILE).is_file() else []
-    summary = train_metrics(run_dir)
-    points = [{**s, "ckpt": run_dir / "checkpoints" / f"{s['name']}.ckpt", "eval": run_dir / f"eval_{s['name']}.json"}
-              for s in snapshots if s["epochs"] < summary["epochs"]]
-    points.append({"name": "end", "train_s": summary["total_time_s"], "epochs": summary["epochs"],
-                   "ckpt": last_checkpoint(run_dir), "eval": run_dir / EVAL_FILE})
-    return points
-
-
 def train(slug: str, seed: int, args: argparse.Namespace, run_dir: Path) -> None:
     _, config, flags = CONFIGS[slug]
     fit(config, run_dir, args.data, args.data_dir, [
         *flags, "--data.subset", str(args.subset),
         "--seed_everything", str(seed),
         "--trainer.max_epochs", str(args.max_epochs), *max_time_flags(args.minutes),
-        "--trainer.callbacks+=experiments.ablate.TimedSnapshots", "--trainer.callbacks.every_s", str(60 * args.every_minutes),
-        *args.cli_args,
+        *snapshot_flags(every_s=60 * args.every_minutes), *args.cli_args,
     ])
-
-
-def scored(point: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    """eval.json of one point: reused when made with the same n, features and seed, else computed."""
-    if point["eval"].is_file():
-        report = json.loads(point["eval"].read_text())
-        s = report.get("settings", {})
-        if (s.get("n_samples"), s.get("features"), s.get("seed")) == (args.n, args.features, args.seed):
-            return report
-    return evaluate(point["ckpt"], n=args.n, out=point["eval"], data_dir=args.data_dir, features=args.features,
-                    fid_method=args.fid_method, seed=args.seed, log=None)
 
 
 def run_config(slug: str, seed: int, args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
@@ -170,7 +107,8 @@ def run_config(slug: str, seed: int, args: argparse.Namespace, out: Path) -> lis
     rows = []
     for point in points_of(run_dir):
         began = time.perf_counter()
-        m = scored(point, args)["metrics"]
+        out_file = run_dir / (EVAL_FILE if point["name"] == "end" else f"eval_{point['name']}.json")
+        m = scored(point["ckpt"], out_file, Scoring.of(args))["metrics"]
         print(f"[{slug} seed {seed}] {point['name']}: {point['train_s']:.0f} s, {point['epochs']} epochs, "
               f"FID {m['fid']:.1f} ({time.perf_counter() - began:.0f} s to score)", flush=True)
         rows.append({"config": slug, "seed": seed, "point": point["name"], "train_s": point["train_s"],

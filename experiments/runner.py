@@ -1,19 +1,24 @@
-"""What every experiment script shares: one CLI `fit` per run, a run folder's state, and the
-CSV / markdown writers. Imported by the scripts beside it (``python -m experiments.<name>``)."""
+"""What every experiment script shares: one CLI `fit` per run, a run folder's state, snapshots
+along training and their scoring, the learning-rate sweep of every model, and the CSV / markdown
+writers. Imported by the scripts beside it (``python -m experiments.<name>``)."""
 
 from __future__ import annotations
 
 import argparse
 import csv
+import inspect
 import json
 import sys
 import logging
 import shutil
+import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 
 from neurosql_pl.cli import NeuroSQLCLI
@@ -21,7 +26,10 @@ from neurosql_pl.cli import main as cli
 from neurosql_pl.distribution_metrics import FID_METHODS
 from neurosql_pl.evaluate import evaluate
 from neurosql_pl.features import FEATURE_EXTRACTORS
-from neurosql_pl.run_folder import EVAL_FILE, METRICS_FILE, EvaluationError, last_checkpoint
+from neurosql_pl.files import write_json_atomic
+from neurosql_pl.run_folder import (
+    EVAL_FILE, METRICS_FILE, EvaluationError, import_class, last_checkpoint, read_yaml, train_metrics,
+)
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
@@ -32,6 +40,16 @@ MODELS: dict[str, tuple[str, list[str]]] = {
     "GAN": ("gan", []),
     "DDPM": ("ddpm", []),
 }
+
+#: model label → (its learning-rate flags, the rates tried beside its config's own): the one
+#: learning-rate sweep of every experiment (ablate's and fewshot's "lr" groups), the same tuning
+#: effort for every model; each list brackets the config's value (tests/test_experiments.py)
+LEARNING_RATES: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
+    "NeuroSQL": (("--model.lr",), (1e-3, 4e-3)),
+    "VAE": (("--model.lr",), (3e-4, 1e-3, 1e-2)),
+    "GAN": (("--model.lr_g", "--model.lr_d"), (1e-4, 2e-4, 5e-4, 2e-3)),
+}
+SNAPSHOTS_FILE = "snapshots.json"
 
 
 class ExperimentError(RuntimeError):
@@ -78,6 +96,25 @@ def check_models(models: Sequence[str]) -> None:
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise ExperimentError(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
+
+
+def check_model_flags(model_config: str, flags: Sequence[str]) -> None:
+    """Every ``--model.<name>`` of ``flags`` must be a parameter of the class that the model piece
+    ``model_config`` names: a misspelt or not yet built option stops the script before any training."""
+    class_path = read_yaml(CONFIGS / "model" / f"{model_config}.yaml")["model"]["class_path"]
+    accepted = inspect.signature(import_class(class_path).__init__).parameters
+    names = [f.split("=")[0].removeprefix("--model.") for f in flags if f.startswith("--model.")]
+    unknown = [name for name in names if name.split(".")[0] not in accepted]
+    if unknown:
+        raise ExperimentError(f"{class_path} (model piece {model_config}) has no option(s) "
+                              f"{', '.join('--model.' + u for u in unknown)}")
+
+
+def learning_rate_sweep(label: str) -> list[tuple[str, float, list[str]]]:
+    """(tag, learning rate, CLI flags) of each rate LEARNING_RATES tries for the model ``label``
+    beside its config's own; tags read like '1e-3'."""
+    options, rates = LEARNING_RATES[label]
+    return [(f"{lr:.0e}".replace("e-0", "e-"), lr, [x for o in options for x in (o, f"{lr:g}")]) for lr in rates]
 
 
 def script_main(build_parser: Callable[[], argparse.ArgumentParser], run: Callable[[argparse.Namespace], Any],
@@ -146,6 +183,44 @@ def check_can_train(run_dir: Path, force: bool) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """How a script scores a checkpoint with ``neurosql_pl.evaluate``: samples n (and real images
+    per set), feature network, FID method, seed of the scoring, and the data folder."""
+
+    n: int
+    data_dir: str = "data"
+    features: str = "inception"
+    fid_method: str = "eigh"
+    seed: int = 0
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> Scoring:
+        """The scoring that add_data_args and add_scoring_args' options ask for."""
+        return cls(args.n, args.data_dir, args.features, args.fid_method, args.seed)
+
+
+def reusable_report(path: Path, scoring: Scoring, truncation: float | None = None) -> dict[str, Any] | None:
+    """The eval report at ``path`` when it was made with the same n, features, seed and
+    truncation; None when there is none or it was scored otherwise."""
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    s = report.get("settings", {})
+    same = (s.get("n_samples"), s.get("features"), s.get("seed"), s.get("truncation"))
+    return report if same == (scoring.n, scoring.features, scoring.seed, truncation) else None
+
+
+def scored(ckpt: Path, out: Path, scoring: Scoring, truncation: float | None = None) -> dict[str, Any]:
+    """The report of checkpoint ``ckpt`` in ``out``: reused when made the same way, else
+    ``neurosql_pl.evaluate`` (silent) writes it there."""
+    report = reusable_report(out, scoring, truncation)
+    if report is not None:
+        return report
+    return evaluate(ckpt, n=scoring.n, out=out, data_dir=scoring.data_dir, features=scoring.features,
+                    fid_method=scoring.fid_method, seed=scoring.seed, truncation=truncation, log=None)
+
+
 def trained_and_scored(
     label: str, run_dir: Path, train: Callable[[], Any], force: bool, n: int, data_dir: str,
     features: str = "inception", fid_method: str = "eigh", seed: int = 0,
@@ -155,9 +230,8 @@ def trained_and_scored(
     finished run is there (or ``force``)."""
     state = "absent" if force else run_state(run_dir)
     if state == "evaluated":
-        report = json.loads((run_dir / EVAL_FILE).read_text())
-        settings = report.get("settings", {})
-        if (settings.get("n_samples"), settings.get("features"), settings.get("seed")) == (n, features, seed):
+        report = reusable_report(run_dir / EVAL_FILE, Scoring(n, data_dir, features, fid_method, seed))
+        if report is not None:
             print(f"[{label}] reusing {run_dir / EVAL_FILE}", flush=True)
             return report
     if state not in ("trained", "evaluated"):
@@ -170,10 +244,89 @@ def trained_and_scored(
     )
 
 
+class Snapshots(L.Callback):
+    """Saves ``checkpoints/snap<k>.ckpt`` along training and lists them in ``<run>/snapshots.json``
+    with their training seconds, epochs and steps (batches trained on); at the end of training the
+    file gets the run's total steps too.
+
+    When: ``every_s``: at the first epoch end after every ``every_s`` seconds of training (a
+    wall-time budget, ablate); ``at_epochs``: at the end of each of these epochs, counted from 1
+    (fractions of an epoch budget, fewshot). Give exactly one. Training seconds count from the
+    start of training and leave out the time spent saving."""
+
+    def __init__(self, every_s: float | None = None, at_epochs: list[int] | None = None) -> None:
+        if (every_s is None) == (at_epochs is None):
+            raise ValueError("give exactly one of every_s and at_epochs")
+        if every_s is not None and every_s <= 0:
+            raise ValueError(f"every_s must be > 0, got {every_s}")
+        if at_epochs is not None and any(e < 1 for e in at_epochs):
+            raise ValueError(f"at_epochs are counted from 1, got {at_epochs}")
+        self.every_s, self.at_epochs = every_s, sorted(set(at_epochs or []))
+        self._start, self._saving, self._steps, self._taken = 0.0, 0.0, 0, []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start, self._saving, self._steps, self._taken = time.perf_counter(), 0.0, 0, []
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._steps += 1
+
+    def _due(self, trainer: L.Trainer, elapsed: float) -> bool:
+        if self.every_s is not None:
+            return elapsed >= self.every_s * (len(self._taken) + 1)
+        return trainer.current_epoch + 1 in self.at_epochs
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        elapsed = time.perf_counter() - self._start - self._saving
+        if not self._due(trainer, elapsed):
+            return
+        began = time.perf_counter()
+        name = f"snap{len(self._taken) + 1}"
+        trainer.save_checkpoint(Path(trainer.default_root_dir) / "checkpoints" / f"{name}.ckpt")
+        self._taken.append({"name": name, "train_s": elapsed, "epochs": trainer.current_epoch + 1, "steps": self._steps})
+        self._write(trainer)
+        self._saving += time.perf_counter() - began
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, steps=self._steps)
+
+    def _write(self, trainer: L.Trainer, **end: Any) -> None:
+        if trainer.is_global_zero:
+            write_json_atomic({"snapshots": self._taken, **end}, Path(trainer.default_root_dir) / SNAPSHOTS_FILE)
+
+
+def snapshot_flags(every_s: float | None = None, at_epochs: Sequence[int] | None = None) -> list[str]:
+    """LightningCLI flags that add the Snapshots callback to a fit (one of the two rules)."""
+    rule = (["--trainer.callbacks.every_s", str(every_s)] if every_s is not None
+            else ["--trainer.callbacks.at_epochs", json.dumps(list(at_epochs or []))])
+    return ["--trainer.callbacks+=experiments.runner.Snapshots", *rule]
+
+
+def points_of(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's points along training, each {name, train_s, epochs, steps, ckpt}: its snapshots,
+    then the end of training (name 'end', ``last.ckpt``). A snapshot of the last epoch is the final
+    model again and is left out; steps are None for a run trained without Snapshots."""
+    path = run_dir / SNAPSHOTS_FILE
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    summary = train_metrics(run_dir)
+    points = [{"steps": None, **s, "ckpt": run_dir / "checkpoints" / f"{s['name']}.ckpt"}
+              for s in record.get("snapshots", []) if s["epochs"] < summary["epochs"]]
+    points.append({"name": "end", "train_s": summary["total_time_s"], "epochs": summary["epochs"],
+                   "steps": record.get("steps"), "ckpt": last_checkpoint(run_dir)})
+    return points
+
+
 def mean_of(rows: Sequence[dict[str, Any]], key: str) -> float | None:
     """The mean of ``key`` over the rows that have a value for it (None when none has)."""
     values = [r[key] for r in rows if r.get(key) is not None]
     return float(np.mean(values)) if values else None
+
+
+def range_of(rows: Sequence[dict[str, Any]], key: str, scale: float = 1.0) -> str | None:
+    """'min–max' of ``key`` (times ``scale``) over the rows with a value, to 3 significant digits;
+    None unless at least two rows have one."""
+    values = [scale * r[key] for r in rows if r.get(key) is not None]
+    return f"{min(values):.3g}–{max(values):.3g}" if len(values) > 1 else None
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:

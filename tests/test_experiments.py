@@ -6,6 +6,7 @@ import argparse
 import csv
 import importlib
 import inspect
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -106,23 +107,107 @@ def test_compare_time_budget_stops_training_and_unfinished_runs_are_kept(tiny_mn
         compare.run(compare.build_parser().parse_args([*argv[:5], "Flow", *argv[6:]]))
 
 
-def test_fewshot_matches_images_seen_per_model_and_writes_tables(tiny_mnist: Path, tmp_path: Path, monkeypatch) -> None:
-    fast_eval(monkeypatch, tmp_path)
+def fewshot_argv(data_dir: Path, out: Path, *extra: str) -> list[str]:
+    """make fewshot on tiny data: batches of 16, 12 samples scored per point, random-conv features."""
+    return ["--data-dir", str(data_dir), "--out", str(out), "--batch-size", "16", "--n", "12", "--n-curve", "12",
+            "--features", "random-conv", *extra]
+
+
+def test_fewshot_budget_splits_into_snapshot_epochs_and_one_seed_above_the_limit() -> None:
     fewshot = load_script("fewshot")
     assert fewshot.epochs_for(100, 500, 128) == 640 and fewshot.epochs_for(5000, 500, 128) == 13
     assert fewshot.epochs_for(60000, 1, 128) == 1
+    assert fewshot.snapshot_epochs(640, [0.25, 0.5]) == [160, 320]
+    assert fewshot.snapshot_epochs(2, [0.25, 0.5]) == [1] and fewshot.snapshot_epochs(1, [0.25, 0.5]) == []
+    args = fewshot.build_parser().parse_args([])
+    assert [fewshot.seeds_at(n, args) for n in (100, 1000, 5000)] == [[0, 1], [0, 1], [0]]
+
+
+def test_fewshot_every_variant_names_options_its_model_has() -> None:
+    """The table of variants (the levers of issue 15 among them) stays in step with the models:
+    each flag is an option of its model, so no run of hours fails at its first fit."""
+    fewshot = load_script("fewshot")
+    args = fewshot.build_parser().parse_args([])
+    for name in fewshot.VARIANTS:
+        runner.check_model_flags(*fewshot.fit_settings(name, 100, 0, args))
+    assert set(fewshot.expand(["levers"])) >= {"NeuroSQL", "oversample", "noise", "stlpips", "rho05", "d8", "trunc2"}
+    with pytest.raises(runner.ExperimentError, match="no option.*--model.no_such_lever"):
+        runner.check_model_flags("neurosql", ["--model.latent_dim", "8", "--model.no_such_lever", "1"])
+
+
+def test_fewshot_contest_runs_every_model_size_and_seed_with_curves_and_mean_over_seeds(
+        tiny_mnist: Path, tmp_path: Path, monkeypatch) -> None:
+    fast_eval(monkeypatch, tmp_path)
+    fewshot = load_script("fewshot")
     out = tmp_path / "fewshot"
-    argv = ["--data-dir", str(tiny_mnist), "--out", str(out), "--sizes", "16", "32", "--models", "NeuroSQL", "VAE",
-            "--steps", "2", "--batch-size", "16", "--n", "12", "--features", "random-conv"]
-    rows = fewshot.run(fewshot.build_parser().parse_args(argv))  # NeuroSQL's m = 256 > N: one global assignment
-    models = [r for r in rows if not r["model"].startswith("real")]
-    assert {(r["N"], r["model"]) for r in models} == {(n, m) for n in (16, 32) for m in ("NeuroSQL", "VAE")}
-    assert {(r["N"], r["epochs"]) for r in models} == {(16, 2), (32, 1)}
-    assert all(math.isfinite(r["fid"]) and r["pixel_syn_to_train"] > 0 for r in models)
-    assert len(list(csv.DictReader(open(out / "fewshot.csv")))) == 6  # 4 runs + the real data at each N
-    text = (out / "fewshot.md").read_text()
-    assert "| NeuroSQL |" in text and "N=32" in text and "Memorisation" in text
+    # 4 steps of 16 images: N = 16 trains 4 epochs, N = 32 trains 2; a snapshot at half of each
+    argv = fewshot_argv(tiny_mnist, out, "--sizes", "16", "32", "--steps", "4", "--one-seed-above", "16",
+                        "--models", "NeuroSQL", "VAE", "--curve", "0.5")
+    means = fewshot.run(fewshot.build_parser().parse_args(argv))
+    runs = {(m, n, s) for m in ("neurosql", "vae") for n, s in ((16, 0), (16, 1), (32, 0))}
+    assert {(d.parts[-2], int(d.parts[-3][1:]), int(d.name[4:])) for d in out.glob("n*/*/seed*")} == runs
+
+    rows = list(csv.DictReader(open(out / "fewshot.csv")))
+    per_seed = [r for r in rows if r["seed"] in ("0", "1")]
+    assert {(r["run"].lower(), int(r["N"]), int(r["seed"])) for r in per_seed} == runs
+    for name in ("NeuroSQL", "VAE"):
+        seeds = [r for r in per_seed if r["run"] == name and r["N"] == "16"]
+        fids, kids = [float(r["fid"]) for r in seeds], [1e3 * float(r["kid_mean"]) for r in seeds]
+        (mean,) = [r for r in means if r["run"] == name and r["N"] == 16]
+        assert mean["seeds"] == 2 and mean["fid"] == pytest.approx(sum(fids) / 2)
+        assert mean["fid_range"] == f"{min(fids):.3g}–{max(fids):.3g}" and mean["kid_range"] == f"{min(kids):.3g}–{max(kids):.3g}"
+        assert mean["memorisation_min"] == min(float(r["memorisation_ratio"]) for r in seeds)
+        (single,) = [r for r in means if r["run"] == name and r["N"] == 32]
+        assert single["seeds"] == 1 and single["fid_range"] is None
+    for n in (16, 32):
+        verdicts = [r.get("verdict") or "" for r in means if r["N"] == n]
+        assert sum("winner" in v for v in verdicts) <= 1 and not any("winner" in v and "copies" in v for v in verdicts)
+    header = next(line for line in (out / "fewshot.md").read_text().splitlines() if line.startswith("| N |"))
+    for column in ("FID ↓", "FID range", "KID×10³ ↓", "KID×10³ range", "memorisation ratio (min)", "steps", "train s"):
+        assert f"| {column} |" in header
+
+    curves = list(csv.DictReader(open(out / "fewshot_curves.csv")))
+    for run_dir in out.glob("n*/*/seed*"):
+        snapshots = json.loads((run_dir / "snapshots.json").read_text())["snapshots"]
+        mine = [r for r in curves if (r["run"].lower(), r["N"], r["seed"]) == (run_dir.parts[-2], run_dir.parts[-3][1:], run_dir.name[4:])]
+        assert [r["point"] for r in mine] == [s["name"] for s in snapshots] + ["end"]
+        assert len(mine) == 2 and [int(r["epochs"]) for r in mine] == ([2, 4] if run_dir.parts[-3] == "n16" else [1, 2])
+        steps = [int(r["steps"]) for r in mine]
+        assert steps == sorted(set(steps)) and steps == [2, 4]  # half the budget, then all of it: 4 steps
+    assert Image.open(out / "fewshot_curves.png").width > Image.open(out / "fewshot_curves.png").height  # a column per N
     assert Image.open(out / "fewshot.png").width > 0 and Image.open(out / "fewshot_samples.png").width > 0
+
+    stamps = {d: (d / "checkpoints" / "last.ckpt").stat().st_mtime_ns for d in out.glob("n*/*/seed*")}
+    evals = sorted(out.glob("n*/*/seed*/eval_*.json"))
+    again = fewshot.run(fewshot.build_parser().parse_args(argv))  # finished runs are reused, scores too
+    assert [r["fid"] for r in again] == [r["fid"] for r in means]
+    assert stamps == {d: (d / "checkpoints" / "last.ckpt").stat().st_mtime_ns for d in out.glob("n*/*/seed*")}
+    assert sorted(out.glob("n*/*/seed*/eval_*.json")) == evals
+    with pytest.raises(runner.ExperimentError, match="trained for 4 epochs, this budget is 8"):
+        fewshot.run(fewshot.build_parser().parse_args([*argv, "--steps", "8"]))
+
+
+def test_fewshot_variant_flags_reach_the_fit_and_truncation_scores_the_shared_run(
+        tiny_mnist: Path, tmp_path: Path, monkeypatch) -> None:
+    fast_eval(monkeypatch, tmp_path)
+    fewshot = load_script("fewshot")
+    out = tmp_path / "fewshot"
+    argv = fewshot_argv(tiny_mnist, out, "--sizes", "16", "--steps", "2", "--seeds", "3", "--curve", "--models",
+                        "--variants", "default", "d8", "trunc2")
+    means = fewshot.run(fewshot.build_parser().parse_args(argv))
+    assert [r["run"] for r in means] == ["NeuroSQL", "d8", "trunc2", fewshot.REAL]
+    d8, plain = (read_yaml(out / "n16" / name / "seed3" / "config.yaml") for name in ("d8", "neurosql"))
+    assert d8["model"]["init_args"]["latent_dim"] == 8 and plain["model"]["init_args"]["latent_dim"] == 16
+    assert d8["seed_everything"] == 3 and d8["data"]["init_args"]["subset"] == 16 and d8["trainer"]["max_epochs"] == 2
+    assert not (out / "n16" / "trunc2").exists()  # trunc2 scores NeuroSQL's run with truncated codes
+    report = json.loads((out / "n16" / "neurosql" / "seed3" / "eval_end_n12_truncation2.json").read_text())
+    assert report["settings"]["truncation"] == 2.0
+    monkeypatch.setitem(fewshot.VARIANTS, "bad", fewshot.Variant("no such lever", flags=("--model.no_such_lever", "1")))
+    with pytest.raises(runner.ExperimentError, match="no option.*--model.no_such_lever"):
+        fewshot.run(fewshot.build_parser().parse_args([*argv, "bad"]))
+    assert not (out / "n16" / "bad").exists()  # refused before any training
+    with pytest.raises(runner.ExperimentError, match="unknown run"):
+        fewshot.run(fewshot.build_parser().parse_args([*argv, "nope"]))
 
 
 def test_latent2d_codes_are_the_lattice_and_summary_is_sane(tiny_mnist: Path, tmp_path: Path, monkeypatch) -> None:
@@ -207,23 +292,33 @@ def model_settings(config: str) -> dict[str, Any]:
     return {**defaults, **(model.get("init_args") or {})}
 
 
-def test_ablate_learning_rate_sweep_gives_every_model_the_same_tuning() -> None:
+def learning_rate_runs(script: str) -> list[tuple[str, list[str]]]:
+    """(model piece, flags) of every run in the script's "lr" group, but ablate's reference line."""
+    module = load_script(script)
+    if script == "ablate":
+        return [(config, flags) for _, config, flags in map(module.CONFIGS.get, module.expand_configs(["lr"]))
+                if config != "neurosql_mse"]
+    variants = [module.VARIANTS[name] for name in module.expand(["lr"])]
+    return [(runner.MODELS[v.model][0], list(v.flags)) for v in variants]
+
+
+@pytest.mark.parametrize("script", ["ablate", "fewshot"])
+def test_learning_rate_group_gives_every_model_three_rates_around_its_own(script: str) -> None:
     """Each model of the lr group (NeuroSQL's default, VAE, GAN) gets at least three learning
-    rates, its config's own among them (a tuned setting is one that was measured); the default
-    run holds no sweep member."""
-    ablate = load_script("ablate")
-    sweep = ablate.expand_configs(["lr"])
-    assert ablate.expand_configs(["base", "lr", "base"]) == sweep  # each once, in order
-    per_model: dict[str, set[str]] = {}
-    for slug in sweep:
-        _, config, flags = ablate.CONFIGS[slug]
-        if config == "neurosql_mse":
-            continue  # the former default, the ablation's reference line
+    rates, its config's own among them and one on either side (a tuned setting is one that was
+    measured, and not at the edge of the sweep); the GAN's two rates move together."""
+    per_model: dict[str, set[float]] = {}
+    for config, flags in learning_rate_runs(script):
         own = model_settings(config)
-        lr = flags[flags.index(next(f for f in flags if f.startswith("--model.lr"))) + 1] if flags else str(own.get("lr", own.get("lr_g")))
-        per_model.setdefault(config, set()).add(float(lr))
+        values = {f: flags[i + 1] for i, f in enumerate(flags) if f.startswith("--model.lr")}
+        assert len(set(values.values())) <= 1, flags  # lr_g = lr_d
+        lr = float(next(iter(values.values()))) if values else float(own.get("lr", own.get("lr_g")))
+        per_model.setdefault(config, set()).add(lr)
     assert set(per_model) == {"neurosql", "vae", "gan"}
     for config, lrs in per_model.items():
         own = model_settings(config)
-        assert len(lrs) >= 3 and float(own.get("lr", own.get("lr_g"))) in lrs, config
+        own_lr = float(own.get("lr", own.get("lr_g")))
+        assert len(lrs) >= 3 and own_lr in lrs and min(lrs) < own_lr < max(lrs), (config, sorted(lrs))
+    ablate = load_script("ablate")
+    assert ablate.expand_configs(["base", "lr", "base"]) == ablate.expand_configs(["lr"])  # each once, in order
     assert not any("_lr" in slug for slug in ablate.expand_configs(ablate.DEFAULT_CONFIGS))
