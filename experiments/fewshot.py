@@ -84,7 +84,10 @@ class Variant:
 #: name → Variant: the models as configured, NeuroSQL's levers, and every model's learning rates
 VARIANTS: dict[str, Variant] = {
     **{label: Variant(f"{label} as configured (model piece {piece})", label) for label, (piece, _) in MODELS.items()},
-    "oversample": Variant("NeuroSQL, oversampled lattice: k codes per image (auto)", flags=("--model.oversample", "auto")),
+    "oversample": Variant("NeuroSQL, oversampled lattice: k codes per image (auto), assignment every 10 epochs",
+                          flags=("--model.oversample", "auto", "--model.assign_every", "10")),
+    "os10": Variant("NeuroSQL, oversampled lattice: k = 10 codes per image, assignment every 10 epochs",
+                    flags=("--model.oversample", "10", "--model.assign_every", "10")),
     "noise": Variant("NeuroSQL, noise 0.1 on the codes in training", flags=("--model.code_noise", "0.1")),
     "stlpips": Variant("NeuroSQL, ST-LPIPS(alex) + pixel L1 (weight 1)",
                        flags=("--model.perceptual", "stlpips-alex", "--model.pixel_weight", "1.0")),
@@ -101,7 +104,7 @@ VARIANTS: dict[str, Variant] = {
 #: named groups accepted by --variants
 GROUPS: dict[str, list[str]] = {
     "default": ["NeuroSQL"],
-    "levers": ["NeuroSQL", "oversample", "noise", "stlpips", "rho05", "d8", "trunc2"],
+    "levers": ["NeuroSQL", "oversample", "os10", "noise", "stlpips", "rho05", "d8", "trunc2"],
     "baseline_levers": ["VAE", "vae_beta05", "GAN", "gan_r1", "gan_sn"],
     "lr": [name for label in LEARNING_RATES for name in VARIANTS if name == label or name.startswith(f"{label}_lr")],
 }

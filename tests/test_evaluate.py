@@ -130,7 +130,7 @@ def test_command_line_takes_the_parameters_of_evaluate_in_both_spellings():
     assert old == new
     assert new["use_cache"] is False and new["baseline"] is False and new["kid_subset_size"] == 4 and new["quiet"]
     defaults = E.parse_options(["--ckpt", "a.ckpt"])
-    assert defaults["n"] == 1000 and defaults["features"] == "inception" and defaults["fid_method"] == "torchmetrics"
+    assert defaults["n"] == 1000 and defaults["features"] == "inception" and defaults["fid_method"] == "eigh"
     assert set(defaults) == set(inspect.signature(E.evaluate).parameters) - {"extractor", "log"} | {"quiet"}
     with pytest.raises(SystemExit) as info:
         E.parse_options(["--ckpt", "a.ckpt", "--features", "vgg"])

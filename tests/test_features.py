@@ -1,7 +1,9 @@
 """The feature extractors (the TF-FID Inception wrapper, the random conv net) and the cache of real
-images' feature statistics (neurosql_pl.features). One test runs the real TF-Inception on 4 images."""
+images' feature statistics (neurosql_pl.features). Two tests run the real TF-Inception on a few images."""
 
 from __future__ import annotations
+
+import warnings
 
 import pytest
 import torch
@@ -49,6 +51,24 @@ def test_inception_features_offline_on_grey_28px():
     # the preprocessing produces what the TorchScript expects: 3×299×299 in [-1, 255/128 − 1]
     x = net.preprocess(images)
     assert x.shape == (4, 3, 299, 299) and x.min() >= -1 and x.max() <= 255 / 128 - 1 + 1e-6
+
+
+def test_fast_cpu_inception_graph_gives_the_shipped_torchscripts_features():
+    """The CPU path (frozen graph, batch norm folded into the convs, channels-last) computes the
+    same features as the TorchScript as shipped, up to float32 rounding (~1e-6 of the largest
+    feature on the CPU it was written on), for grey and RGB images."""
+    fast, shipped = F.TFInceptionFeatures(), F.TFInceptionFeatures(fast_cpu=False)
+    g = torch.Generator().manual_seed(0)
+    for images in (blobs(3, seed=4), torch.rand(2, 3, 40, 40, generator=g) * 2 - 1):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # no fallback to the shipped network
+            got = fast(images)
+        want = shipped(images)
+        assert got.shape == want.shape == (images.shape[0], 2048) and got.dtype == torch.float32
+        assert (got - want).abs().max() <= 1e-4 * want.abs().max()
+    graph = fast._cpu_graph.graph
+    assert fast.fast_cpu and graph.findNode("aten::batch_norm") is None and graph.findNode("aten::contiguous") is None
+    assert shipped._cpu_graph is None and list(fast.state_dict()) == list(shipped.state_dict())
 
 
 def test_missing_inception_weights_name_the_package(tmp_path, monkeypatch):

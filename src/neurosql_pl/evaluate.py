@@ -22,8 +22,9 @@ The steps (one function each)
           (the metrics themselves are in ``distribution_metrics`` and ``sample_metrics``):
        fid, kid_mean, kid_std, precision, recall, density, coverage
                                                         samples vs the held-out images (FID by
-                                                        torchmetrics, or --fid-method eigh: same
-                                                        value, ≈1 s instead of ≈1 min on a CPU)
+                                                        symmetric eigensolvers, --fid-method eigh,
+                                                        ≈1 s on a CPU; torchmetrics: the same
+                                                        value to ~1e-5, ≈5 s–1 min)
        baseline_*                                       the n_train training vs the held-out images
                                                         (what a perfect model would score)
        pixel_syn_to_train    mean over samples of the MSE to the nearest training image (all N_train)
@@ -44,8 +45,9 @@ The steps (one function each)
           ``format_markdown``: the table the command prints.
 
 The real images' Inception statistics are cached under ``~/.cache/neurosql_pl/fid_stats``
-(``--cache-dir``, ``--no-cache``). The Inception network costs ≈0.14 s per image on an idle
-2-core CPU and 0.3–0.4 s when the cores are shared, so N = 1000 takes a few minutes for the
+(``--cache-dir``, ``--no-cache``). The Inception network costs ≈0.16 s per image on a 2-core
+CPU shared with a training job (its faster CPU path, ``features.cpu_inference_graph``; the
+TorchScript as shipped: 0.26–0.29 s), so N = 1000 takes a few minutes for the
 samples and, the first time, as long again for each real set. ``--features random-conv`` swaps
 the Inception network for a small random conv net: fast, for tests and plumbing only, its
 numbers are not meaningful.
@@ -488,7 +490,7 @@ def evaluate(
     perceptual: str = "stlpips-alex",
     memorisation_threshold: float = 0.5,
     baseline: bool = True,
-    fid_method: FidMethod = "torchmetrics",
+    fid_method: FidMethod = "eigh",
     truncation: float | None = None,
     reference: Literal["heldout", "train"] = "heldout",
     extractor: nn.Module | None = None,
@@ -522,9 +524,9 @@ def evaluate(
             is below this.
         baseline: also score the training images against the held-out ones (N more feature
             passes the first time; cached afterwards).
-        fid_method: torchmetrics (≈1 min per FID at D=2048 on a 2-core CPU) or eigh (the same
-            value from symmetric eigensolvers, several times faster; see
-            distribution_metrics.frechet_distance).
+        fid_method: eigh (default: symmetric eigensolvers, ≈1 s per FID at D=2048 on a 2-core
+            CPU) or torchmetrics (≈5 s–1 min; the same value to ~1e-5 relative, e.g. 33.8144 vs
+            33.8142 on 2×200 MNIST images; see distribution_metrics.frechet_distance).
         truncation: draw the samples' codes from N(0, I) truncated to |z_j| ≤ truncation
             (NeuroSQL, VAE, GAN; see prior.sample_prior); null: the plain prior.
         reference: what the samples are scored against: heldout (the test split, else the
