@@ -19,6 +19,12 @@
    costs fresh without feature banks (feature_cache_gb=0: every step re-renders all N lattice
    points and recomputes the real images' features), fresh with banks, and "epoch"; the
    time of the cost matrices within the step is shown apart (the rest is mostly the LSAPs).
+5. The default (`NeuroSQL()`: pixel L1, multiscale blocks, PCA start, costs from the epoch's
+   generated images) on the first `--default-subset` MNIST images, `--default-epochs` epochs:
+   per epoch the training and assignment seconds, the assignment's share, the total assigned
+   cost Σ_i C[i, π(i)] and, for the multiscale candidate, whether it was kept and the fraction
+   of its blocks solved (the worse of the neighbour sweep and the multiscale candidate stops
+   early, `assignment.better_candidate`). The first epoch also builds the feature banks.
 Ratios are measured side by side in one process: the machine may be shared and noisy.
 """
 
@@ -199,6 +205,48 @@ def bench_l1_assignment(data_dir: str, subset: int, block_size: int, lattice_dir
             print(epoch_row(f"{name} | {label}", times, costs=True), flush=True)
 
 
+class _AssignLog(L.Callback):
+    """Per epoch: training seconds (epoch start → before the assignment callback, which runs
+    last) and the assignment callback's logged statistics (read at the next epoch's start)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._collect(trainer)
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.rows.append({"train": time.perf_counter() - self.start})
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._collect(trainer)
+
+    def _collect(self, trainer) -> None:
+        if self.rows and "assign" not in self.rows[-1]:
+            logged = {k.removeprefix("assign/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("assign/")}
+            self.rows[-1].update(assign=logged["time_s"], **logged)
+
+
+def bench_default(data_dir: str, subset: int, epochs: int, lattice_dir: str) -> None:
+    print(f"\n## 5. The default NeuroSQL(), MNIST {subset:,} images, batch 128, {epochs} epochs")
+    print("| epoch | training s | assignment s | assignment / (training + assignment) | total cost | multiscale kept | multiscale blocks solved |")
+    print("|---|---|---|---|---|---|---|")
+    log = _AssignLog()
+    trainer = L.Trainer(
+        max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[log], accelerator="cpu", devices=1,
+    )
+    trainer.fit(NeuroSQL(lattice_cache_dir=lattice_dir), datamodule=MNISTDataModule(data_dir=data_dir, batch_size=128, subset=subset))
+    for epoch, row in enumerate(log.rows):
+        share = row["assign"] / (row["train"] + row["assign"])
+        print(f"| {epoch} | {row['train']:.1f} | {row['assign']:.2f} | {share:.1%} | {row['total_cost']:.6g} | "
+              f"{row.get('multiscale_kept', float('nan')):.0f} | {row.get('multiscale_solved', 1.0):.0%} |", flush=True)
+    steady = log.rows[1:] or log.rows
+    share = sum(r["assign"] for r in steady) / sum(r["train"] + r["assign"] for r in steady)
+    print(f"\nassignment share over epochs {1 if len(log.rows) > 1 else 0}–{len(log.rows) - 1}: {share:.1%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="data", help="MNIST location (downloaded if missing)")
@@ -210,7 +258,9 @@ def main() -> None:
     parser.add_argument("--l1-subset", type=int, default=10_000, help="N of section 4 (first N MNIST images)")
     parser.add_argument("--l1-sizes", type=int, nargs="+", default=[256, 2048], help="block sizes m of section 4a")
     parser.add_argument("--l1-block-sizes", type=int, nargs="+", default=[256, 2048], help="block sizes m of section 4b")
-    parser.add_argument("--sections", type=int, nargs="+", default=[1, 2, 3, 4], help="which sections to run")
+    parser.add_argument("--default-subset", type=int, default=10_000, help="N of section 5 (first N MNIST images)")
+    parser.add_argument("--default-epochs", type=int, default=4, help="epochs of section 5")
+    parser.add_argument("--sections", type=int, nargs="+", default=[1, 2, 3, 4, 5], help="which sections to run")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -234,6 +284,8 @@ def main() -> None:
             bench_l1_costs(images, args.l1_subset, args.l1_sizes)
             for block_size in args.l1_block_sizes:
                 bench_l1_assignment(args.data_dir, args.l1_subset, block_size, lattice_dir)
+        if 5 in args.sections:
+            bench_default(args.data_dir, args.default_subset, args.default_epochs, lattice_dir)
 
 
 if __name__ == "__main__":

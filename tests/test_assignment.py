@@ -12,7 +12,9 @@ from torch import nn
 
 from neurosql_pl import NeuroSQL
 from neurosql_pl.assignment import (
+    Candidate,
     apply_blocks,
+    better_candidate,
     block_assignment,
     check_permutation,
     momentum_update,
@@ -21,8 +23,10 @@ from neurosql_pl.assignment import (
     pca_assignment,
     random_assignment,
     random_blocks,
+    one_thread,
     solve_blocks,
     solve_lsap,
+    split_direction,
 )
 from neurosql_pl.assignment_callback import AssignmentCallback
 from neurosql_pl.assignment_costs import AssignmentCosts
@@ -277,6 +281,109 @@ def test_multiscale_beats_random_blocks_for_a_fitted_generator(seed: int) -> Non
     total, best = total_cost(cost, multiscale), optimum(cost)
     assert total <= sweeps[0] and total <= sweeps[-1]
     assert total < 1.2 * best
+
+
+def test_split_direction_is_the_difference_of_the_halves_means() -> None:
+    """Known answer: the direction of balanced 2-means is mean(upper half) − mean(lower half) of
+    the cut it converged to (the means come from one product instead of copies of the halves)."""
+    points = torch.randn(301, 12, generator=torch.Generator().manual_seed(4)) + 5.0
+    v = split_direction(points, torch.Generator().manual_seed(0))
+    x = points - points.mean(dim=0)
+    low = torch.zeros(301, dtype=torch.bool)
+    low[torch.argsort(x @ v)[:150]] = True
+    torch.testing.assert_close(v, x[~low].mean(dim=0) - x[low].mean(dim=0), rtol=1e-4, atol=1e-5)
+
+
+def test_one_thread_restores_the_thread_count() -> None:
+    threads = torch.get_num_threads()
+    with one_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == threads
+    with pytest.raises(RuntimeError), one_thread():
+        raise RuntimeError
+    assert torch.get_num_threads() == threads
+
+
+def solved_in_full(cost: torch.Tensor, candidate: Candidate) -> tuple[torch.Tensor, float]:
+    """(π, total) of a candidate with all its blocks solved."""
+    pi, assigned = apply_blocks(candidate.start, solve_blocks(candidate.start, candidate.blocks, full_cost_fn(cost)))
+    return pi, float(assigned.double().sum())
+
+
+def block_covariates(cost: torch.Tensor, candidate: Candidate) -> torch.Tensor:
+    """Per block its cost under the candidate's start, (B, 1) float64."""
+    held = cost[torch.arange(len(candidate.start)), candidate.start].double()
+    return torch.stack([held[b].sum() for b in candidate.blocks])[:, None]
+
+
+def test_better_candidate_without_covariates_solves_both_and_keeps_the_lower() -> None:
+    """Known answer: with no covariates no candidate stops early; the kept one is the lower of
+    the two totals solved in full (ties: the first), with its π and assigned costs."""
+    gen = torch.Generator().manual_seed(5)
+    cost = torch.rand(256, 256, generator=gen).double()
+    candidates = [
+        Candidate(random_assignment(256, gen), random_blocks(256, 32, gen)),
+        Candidate(random_assignment(256, gen), random_blocks(256, 64, gen)),
+    ]
+    solved = [solved_in_full(cost, c) for c in candidates]
+    result = better_candidate(candidates, lambda c, blocks: solve_blocks(candidates[c].start, blocks, full_cost_fn(cost)), gen)
+    best = min((0, 1), key=lambda c: (solved[c][1], c))
+    assert result.index == best and result.solved == [1.0, 1.0]
+    assert result.totals == pytest.approx([t for _, t in solved], rel=1e-12)
+    assert torch.equal(result.assignment, solved[best][0])
+    assert float(result.assigned.double().sum()) == pytest.approx(solved[best][1], rel=1e-12)
+    assert result.start_totals[0] == pytest.approx(total_cost(cost, candidates[0].start), rel=1e-9)
+    twins = [candidates[1], candidates[1]]
+    tie = better_candidate(twins, lambda c, blocks: solve_blocks(twins[c].start, blocks, full_cost_fn(cost)), gen)
+    assert tie.index == 0
+
+
+@pytest.mark.parametrize("good", [0, 1])
+def test_a_clearly_worse_candidate_stops_early_and_the_better_is_solved_in_full(good: int) -> None:
+    """C[i, k] = (i − k)²/N²: blocks of consecutive samples holding their own points' neighbours
+    solve close to 0; random blocks from a random π stay far from it. With covariates the worse
+    stops after a few rounds; the kept one is the better, its π exactly the one solved in full."""
+    n, gen = 2048, torch.Generator().manual_seed(6)
+    idx = torch.arange(n, dtype=torch.float64)
+    cost = (idx[:, None] - idx[None, :]).square() / n**2
+    near = torch.arange(n).view(-1, 32)[:, torch.randperm(32, generator=gen)].flatten()  # shuffled within 32
+    candidates = [Candidate(near, list(torch.arange(n).split(32))), Candidate(random_assignment(n, gen), random_blocks(n, 32, gen))]
+    if good == 1:
+        candidates.reverse()
+    candidates = [c._replace(covariates=block_covariates(cost, c)) for c in candidates]
+    calls = []
+
+    def solve(c: int, blocks: list[torch.Tensor]):
+        calls.append(c)
+        return solve_blocks(candidates[c].start, blocks, full_cost_fn(cost))
+
+    result = better_candidate(candidates, solve, gen)
+    assert result.index == good
+    assert result.solved[good] == 1.0 and result.solved[1 - good] < 0.5
+    pi, total = solved_in_full(cost, candidates[good])
+    assert torch.equal(result.assignment, pi)
+    assert result.totals[good] == pytest.approx(total, rel=1e-12)
+    assert result.totals[1 - good] > 10 * total  # its estimate
+    assert calls.count(1 - good) < calls.count(good)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_better_candidate_takes_the_exact_decision_on_random_costs(seed: int) -> None:
+    """Two sweeps of random blocks from one random π on uniform random costs (totals a few
+    percent apart, blocks whose gains vary widely; a short last block anywhere in the random
+    order): the kept candidate and π are those of solving both in full, and a candidate stops
+    early only when the other is far lower."""
+    gen = torch.Generator().manual_seed(seed)
+    cost = torch.rand(1000, 1000, generator=gen).double()
+    pi = random_assignment(1000, gen)
+    candidates = [Candidate(pi, random_blocks(1000, size, gen)) for size in (16, 16 if seed % 2 else 32)]
+    candidates = [c._replace(covariates=block_covariates(cost, c)) for c in candidates]
+    solved = [solved_in_full(cost, c) for c in candidates]
+    best = min((0, 1), key=lambda c: (solved[c][1], c))
+    result = better_candidate(candidates, lambda c, blocks: solve_blocks(candidates[c].start, blocks, full_cost_fn(cost)), gen)
+    assert result.index == best and torch.equal(result.assignment, solved[best][0])
+    if result.solved != [1.0, 1.0]:
+        assert solved[1 - best][1] > 1.05 * solved[best][1]
 
 
 def model_before_an_assignment(data_dir: Path, **overrides) -> tuple[NeuroSQL, MNISTDataModule]:

@@ -75,6 +75,47 @@ def test_l1_tiles_cover_every_pair_exactly_once(monkeypatch, tile_elements):
     torch.testing.assert_close(pairwise_l1(a, b), torch.cdist(a, b, p=1.0), rtol=1e-5, atol=1e-4)
 
 
+def _with_background(n: int, m: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """a (n, dim) with columns 0–9 at −1 in every row (below every b there, as an image background
+    under a tanh generator) and 10–14 at 1 (above every b), b (m, dim) in (−1, 1), the rest random."""
+    g = torch.Generator().manual_seed(seed)
+    a, b = torch.rand(n, dim, generator=g) * 2 - 1, torch.rand(m, dim, generator=g) * 1.98 - 0.99
+    a[:, :10], a[:, 10:15] = -1.0, 1.0
+    return a, b
+
+
+def test_l1_separable_columns_are_found_and_summed_exactly():
+    """Known answer: the columns where every a lies below (or above) every b are exactly the
+    planted ones, and the costs that take them in closed form are the pairwise L1 to float32
+    rounding (float64 reference), for a block, a stack of blocks and row chunks alike."""
+    a, b = _with_background(64, 48, 40, seed=13)
+    below, columns = costs._separable_columns(a, b)
+    assert below.nonzero().flatten().tolist() == list(range(10))
+    assert columns.nonzero().flatten().tolist() == list(range(15))
+    ref = (a.double()[:, None, :] - b.double()[None, :, :]).abs().sum(-1)
+    assert _rel_err(pairwise_l1(a, b), ref) <= 1e-6
+    assert _rel_err(pairwise_l1(a, b, chunk_size=5), ref) <= 1e-6
+    assert _rel_err(pairwise_l1(a.double(), b.double()), ref) <= 1e-12
+    dense = torch.empty(64, 48)
+    costs._dense_l1_tiles(a, b, dense)
+    torch.testing.assert_close(pairwise_l1(a, b), dense, rtol=1e-6, atol=1e-6)
+    stack = torch.stack([a, _with_background(64, 48, 40, seed=14)[0]]), torch.stack([b, b.flip(0)])
+    for j, block in enumerate(pairwise_l1(*stack)):
+        assert _rel_err(block, (stack[0][j].double()[:, None] - stack[1][j].double()[None]).abs().sum(-1)) <= 1e-6
+    all_separable = torch.full((64, 15), -1.0), b[:, :15]
+    assert _rel_err(pairwise_l1(*all_separable), (all_separable[0][:, None] - all_separable[1][None]).abs().sum(-1)) <= 1e-6
+
+
+def test_l1_without_separable_columns_is_the_dense_tiles():
+    """Random a and b overlap in every column: nothing is separable and the costs are the dense tiles'."""
+    g = torch.Generator().manual_seed(15)
+    a, b = torch.randn(64, 30, generator=g), torch.randn(40, 30, generator=g)
+    assert costs._separable_columns(a, b) is None
+    dense = torch.empty(64, 40)
+    costs._dense_l1_tiles(a, b, dense)
+    assert torch.equal(pairwise_l1(a, b), dense)
+
+
 def test_stacked_problems_equal_one_at_a_time():
     """(k, n, D) × (k, m, D) gives the k matrices that k separate calls give."""
     gen = torch.Generator().manual_seed(11)

@@ -25,7 +25,8 @@ assigned to the lattice by OT (iterated block assignment on the squared distance
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
@@ -135,9 +136,12 @@ def solve_blocks(
     """
     if blocks_per_call < 1:
         raise ValueError(f"blocks_per_call must be >= 1, got {blocks_per_call}")
-    groups = [blocks[s : s + blocks_per_call] for s in range(0, len(blocks), blocks_per_call)]
-    if groups and len(groups[-1]) > 1 and len(groups[-1][-1]) != len(groups[-1][0]):  # a short last block goes alone
-        groups[-1:] = [groups[-1][:-1], groups[-1][-1:]]
+    groups: list[list[torch.Tensor]] = []  # runs of equal-size blocks (a short block goes alone), ≤ blocks_per_call each
+    for block in blocks:
+        if groups and len(groups[-1]) < blocks_per_call and len(groups[-1][0]) == len(block):
+            groups[-1].append(block)
+        else:
+            groups.append([block])
     samples_out, points_out, costs_out, held_out = [], [], [], []
     # scipy's and POT's solvers release the GIL: the blocks of a group are solved in parallel
     with ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads())) as pool:
@@ -164,6 +168,136 @@ def apply_blocks(assignment: torch.Tensor, result: BlockResult) -> tuple[torch.T
     assigned_cost = torch.empty(assignment.shape[0], dtype=torch.float32)
     assigned_cost[result.samples] = result.costs
     return new, assigned_cost
+
+
+class Candidate(NamedTuple):
+    """A way to reassign all samples: blocks solved from a start π (`solve_blocks(start, blocks)`).
+
+    covariates (len(blocks), p) float64, or None: per block, p ≥ 1 cheap predictors of its
+    solved cost, the first > 0 and proportional to the block's scale (its cost under `start`, an
+    upper bound of the solved cost); `better_candidate` stops a candidate early only when both
+    have them.
+    """
+
+    start: torch.Tensor
+    blocks: list[torch.Tensor]
+    covariates: torch.Tensor | None = None
+
+
+class BetterCandidate(NamedTuple):
+    """What `better_candidate` gives: the kept candidate and its solved blocks."""
+
+    index: int  # which candidate was kept
+    assignment: torch.Tensor  # (N,) its π
+    assigned: torch.Tensor  # (N,) its assigned costs
+    totals: list[float]  # per candidate: its exact total cost when all its blocks were solved, else the estimate
+    solved: list[float]  # per candidate: the fraction of its blocks solved
+    start_totals: list[float]  # per candidate: Σ C[i, start(i)] over its solved blocks' samples
+
+
+#: Early-stopping settings of `better_candidate`: blocks per candidate per round, blocks each
+#: candidate needs solved before any test, and the one-sided error level of each prediction bound.
+RACE_ROUND, RACE_MIN_BLOCKS, RACE_ALPHA = 4, 8, 1e-3
+
+
+def better_candidate(
+    candidates: list[Candidate],
+    solve: Callable[[int, list[torch.Tensor]], BlockResult],
+    generator: torch.Generator,
+    round_blocks: int = RACE_ROUND,
+    min_blocks: int = RACE_MIN_BLOCKS,
+    alpha: float = RACE_ALPHA,
+) -> BetterCandidate:
+    """The candidate of lower total cost Σ_i C[i, π(i)], without solving the loser's every block.
+
+    Each candidate's blocks are solved in a random order (from `generator`), `round_blocks` per
+    candidate per round, by solve(candidate index, blocks). Solving them all and keeping the
+    lower total (ties: the first candidate) is the exact answer; a candidate stops early only
+    when, with at least `min_blocks` blocks of each solved, the lower prediction bound of its
+    total lies above the upper bound of the other's. A total is predicted from the solved
+    blocks by a weighted least-squares regression of the blocks' solved costs on their
+    covariates, through the origin, with errors proportional to the first covariate (the blocks'
+    solved/start ratios vary by a few percent), and each bound is a one-sided Student-t bound
+    at level `alpha`: the estimate of the regression coefficients and the remaining blocks' own
+    errors both count. On MNIST (N = 10k, m = 256; 20 states of 3 trainings, 20 block orders
+    each) no decision differed from the exact one, and 14 % of the blocks of both candidates
+    were left unsolved (40 % at epochs where one candidate is clearly the better).
+    """
+    if len(candidates) < 1:
+        raise ValueError("better_candidate needs at least one candidate")
+    orders = [torch.randperm(len(c.blocks), generator=generator).tolist() for c in candidates]
+    results: list[list[BlockResult]] = [[] for _ in candidates]
+    done = [0] * len(candidates)
+    costs: list[list[float]] = [[] for _ in candidates]  # solved blocks' totals, in solving order
+    active = list(range(len(candidates)))
+    can_stop = all(c.covariates is not None for c in candidates)
+    while any(done[c] < len(candidates[c].blocks) for c in active):
+        for c in active:
+            ids = orders[c][done[c] : done[c] + round_blocks]
+            if not ids:
+                continue
+            blocks = [candidates[c].blocks[j] for j in ids]
+            result = solve(c, blocks)
+            costs[c].extend(_block_totals(result, blocks))
+            results[c].append(result)
+            done[c] += len(ids)
+        if can_stop and len(active) > 1 and all(done[c] >= min(min_blocks, len(candidates[c].blocks)) for c in active):
+            bounds = {c: _total_bounds(candidates[c].covariates, orders[c], costs[c], alpha) for c in active}
+            lowest_upper = min(high for _, high in bounds.values())
+            keep = [c for c in active if bounds[c][0] <= lowest_upper]  # a candidate whose lower bound exceeds another's upper bound stops
+            active = keep
+    totals = []
+    for c, cand in enumerate(candidates):
+        if done[c] == len(cand.blocks):
+            totals.append(float(sum(costs[c])))
+        else:
+            totals.append(sum(_total_bounds(cand.covariates, orders[c], costs[c], alpha)) / 2)
+    complete = [c for c in active if done[c] == len(candidates[c].blocks)]
+    index = min(complete, key=lambda c: (totals[c], c))
+    merged = BlockResult(*(torch.cat(parts) for parts in zip(*results[index])))
+    assignment, assigned = apply_blocks(candidates[index].start, merged)
+    solved = [done[c] / max(1, len(cand.blocks)) for c, cand in enumerate(candidates)]
+    start_totals = [float(sum(r.held_costs.double().sum() for r in parts)) for parts in results]
+    return BetterCandidate(index, assignment, assigned, totals, solved, start_totals)
+
+
+def _block_totals(result: BlockResult, blocks: list[torch.Tensor]) -> list[float]:
+    """Σ of the assigned costs of `result` in each of `blocks`, matched by sample (any order)."""
+    where = torch.empty(int(max(int(b.max()) for b in blocks)) + 1, dtype=torch.long)
+    for position, block in enumerate(blocks):
+        where[block] = position
+    totals = torch.zeros(len(blocks), dtype=torch.float64)
+    return totals.index_add_(0, where[result.samples], result.costs.double()).tolist()
+
+
+def _total_bounds(covariates: torch.Tensor, order: list[int], solved: list[float], alpha: float) -> tuple[float, float]:
+    """(lower, upper) one-sided prediction bounds at level alpha of a candidate's total cost from
+    its solved blocks' costs (in `order`'s first len(solved) blocks) and every block's covariates."""
+    from scipy.special import stdtrit
+
+    x = covariates[order].double().numpy()
+    n = len(solved)
+    known = float(np.sum(solved))
+    if n == len(order):
+        return known, known
+    y, xs, xr = np.asarray(solved, np.float64), x[:n], x[n:]
+    scale = xs[:, 0]
+    if not (np.all(scale > 0) and np.all(np.isfinite(x))):
+        return -np.inf, np.inf
+    for p in range(x.shape[1], 0, -1):  # drop trailing covariates while the fit is degenerate
+        if n - p < 3:
+            continue
+        a = xs[:, :p] / scale[:, None]  # weights 1/scale²: relative errors
+        gram = a.T @ a
+        if np.linalg.matrix_rank(gram) < p:
+            continue
+        beta = np.linalg.solve(gram, a.T @ (y / scale))
+        s2 = float(np.sum((y / scale - a @ beta) ** 2)) / (n - p)
+        g = xr[:, :p].sum(axis=0)
+        var = s2 * (float(np.sum(xr[:, 0] ** 2)) + float(g @ np.linalg.solve(gram, g)))
+        estimate, half = known + float(g @ beta), float(stdtrit(n - p, 1 - alpha)) * var**0.5
+        return estimate - half, estimate + half
+    return -np.inf, np.inf
 
 
 def block_assignment(
@@ -194,14 +328,18 @@ def split_direction(points: torch.Tensor, generator: torch.Generator, iters: int
     for _ in range(8):
         v = x.T @ (x @ v)
         v = v / v.norm().clamp_min(1e-30)
-    low = torch.zeros(x.shape[0], dtype=torch.bool)
+    n, half = x.shape[0], x.shape[0] // 2
+    total = x.sum(dim=0)
+    low = torch.zeros(n, dtype=torch.bool)
     for _ in range(iters):
         new_low = torch.zeros_like(low)
-        new_low[torch.argsort(x @ v)[: x.shape[0] // 2]] = True
+        new_low[torch.argsort(x @ v)[:half]] = True
         if torch.equal(new_low, low):
             break
         low = new_low
-        v = x[~low].mean(dim=0) - x[low].mean(dim=0)
+        # the halves' means from one product (no copies of the halves): Σ_low x, and Σ_high x = Σ x − Σ_low x
+        low_sum = low.to(x.dtype) @ x
+        v = (total - low_sum) / (n - half) - low_sum / half
     return v
 
 
@@ -225,10 +363,29 @@ def feature_projection(
         for cloud, mean in zip(clouds, means)
     ])
     q = min(dim, *fit.shape)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), one_thread():
         torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
         _, _, v = torch.pca_lowrank(fit, q=q, center=False, niter=3)
     return [torch.cat([(c.float() - mean) @ v for c in cloud.split(chunk)]) for cloud, mean in zip(clouds, means)]
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch's intra-op parallelism off inside (the caller's thread count comes back afterwards).
+
+    For chains of small operations: the QR factorisations of `torch.pca_lowrank` on a (4096, 32)
+    sketch took 1–3 ms on one thread and 140–670 ms on two of a 2-core machine that other work
+    shared (each of their many parallel regions waits for a thread the scheduler has parked).
+    """
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def neighbour_blocks(features: torch.Tensor, block_size: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -248,7 +405,8 @@ def neighbour_blocks(features: torch.Tensor, block_size: int, generator: torch.G
         v = torch.randn(features.shape[1], generator=generator)
         return ((features[torch.from_numpy(cell[0])] @ v).numpy(),)
 
-    leaves = rank_bisection(features.shape[0], block_size, scores, num_clouds=1, whole_leaves=True)
+    with one_thread():  # many small products and sorts
+        leaves = rank_bisection(features.shape[0], block_size, scores, num_clouds=1, whole_leaves=True)
     return [torch.from_numpy(leaf[0]) for leaf in leaves]
 
 
@@ -287,7 +445,8 @@ def multiscale_blocks(
         v = split_direction(torch.cat([xs - xs.mean(dim=0), gs - gs.mean(dim=0)]), generator)
         return (xs @ v).numpy(), (gs @ v).numpy()
 
-    leaves = rank_bisection(n, block_size, scores, whole_leaves=True)
+    with one_thread():  # many small products and sorts
+        leaves = rank_bisection(n, block_size, scores, whole_leaves=True)
     samples = torch.from_numpy(np.concatenate([leaf[0] for leaf in leaves]))
     start = torch.empty(n, dtype=torch.long)
     start[samples] = torch.from_numpy(np.concatenate([leaf[1] for leaf in leaves]))

@@ -30,12 +30,15 @@ same for the π before it, from the diagonals of the first sweep's blocks), assi
 (their mean per sample), assign/frac_changed (fraction of samples, or codes when k > 1,
 whose lattice point changed), assign/frac_reused (generated features reused from the epoch),
 assign/time_s (wall time of the step), and with multiscale assign/multiscale_total_cost (the
-multiscale π's total) and assign/multiscale_kept (1 when it was kept).
+multiscale π's total, an estimate when it stopped early), assign/multiscale_kept (1 when it was
+kept) and assign/multiscale_solved (the fraction of its blocks solved before the race between
+it and the first sweep was decided: `assignment.better_candidate`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import lightning as L
@@ -44,7 +47,9 @@ import torch
 
 from .assignment import (
     BlockResult,
+    Candidate,
     apply_blocks,
+    better_candidate,
     feature_projection,
     multiscale_blocks,
     neighbour_blocks,
@@ -56,7 +61,7 @@ from .oversampling import keep_held_points, per_code
 
 #: Principal directions of the features that "neighbours" and "multiscale" blocks are built from.
 FEATURE_DIM = 32
-_FEATURE_STREAM, _MULTISCALE_STREAM = 2**31, 2**31 + 1  # random streams; sweep s uses stream s
+_FEATURE_STREAM, _MULTISCALE_STREAM, _RACE_STREAM = 2**31, 2**31 + 1, 2**31 + 2  # random streams; sweep s uses stream s
 
 
 def step_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
@@ -155,22 +160,17 @@ class AssignmentCallback(L.Callback):
             return list(order.split(m))
 
         stats = {}
-        if multiscale:
-            ms_start, blocks = multiscale_blocks(*features, m, step_generator(self.seed, epoch, _MULTISCALE_STREAM))
-            ms_start, order = from_rank0(ms_start, torch.cat(blocks))
-            candidate = apply_blocks(ms_start, solve(ms_start, list(order.split(m))))
         old = module.assignment.cpu()
         pi = old
         for sweep in range(sweeps):
-            result = solve(pi, sweep_blocks(sweep))
+            blocks = sweep_blocks(sweep)
+            if sweep == 0 and multiscale:
+                pi, assigned = self._sweep_or_multiscale(costs, pi, blocks, features, m, epoch, solve, from_rank0, stats)
+                continue
+            result = solve(pi, blocks)
             pi, assigned = apply_blocks(pi, result)
             if sweep == 0:
                 stats["total_cost_before"] = float(result.held_costs.double().sum())
-                if multiscale:
-                    stats["multiscale_total_cost"] = float(candidate[1].double().sum())
-                    kept = stats["multiscale_total_cost"] < float(assigned.double().sum())
-                    pi, assigned = candidate if kept else (pi, assigned)
-                    stats["multiscale_kept"] = float(kept)
         costs.end_step()
         pi = keep_held_points(old, pi, costs.num_images)  # k > 1: codes keep the points their image still holds
         module.apply_assignment(pi)
@@ -182,6 +182,59 @@ class AssignmentCallback(L.Callback):
             "frac_reused": reused,
             "time_s": time.perf_counter() - start,
         }
+
+
+    def _sweep_or_multiscale(
+        self,
+        costs: AssignmentCosts,
+        pi: torch.Tensor,
+        blocks: list[torch.Tensor],
+        features: list[torch.Tensor],
+        m: int,
+        epoch: int,
+        solve: Callable[[torch.Tensor, list[torch.Tensor]], BlockResult],
+        from_rank0: Callable[..., tuple[torch.Tensor, ...]],
+        stats: dict[str, float],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first sweep with multiscale blocks: the lower-total of the neighbour sweep from π
+        and the multiscale permutation (`assignment.better_candidate`; ties keep the sweep).
+        Both are solved block by block in a random order, and the one that is clearly the worse
+        (prediction bounds from its solved blocks, regressed on each block's cost before
+        solving) stops early; with the feature banks those costs take one pass over the N
+        pairs. Sets total_cost_before, multiscale_total_cost (an estimate when it stopped
+        early), multiscale_kept and multiscale_solved (the fraction of its blocks solved)."""
+        ms_start, ms_blocks = multiscale_blocks(*features, m, step_generator(self.seed, epoch, _MULTISCALE_STREAM))
+        ms_start, order = from_rank0(ms_start, torch.cat(ms_blocks))
+        ms_blocks = list(order.split(m))
+        n = len(pi)
+        everyone = torch.arange(n)
+        held, ms_held = costs.pair_costs(everyone, pi), costs.pair_costs(everyone, ms_start)
+        covariates: list[torch.Tensor | None] = [None, None]
+        if held is not None and ms_held is not None:
+            # rank 0's: every rank then takes the same early decisions from the same gathered results
+            held, ms_held = from_rank0(held, ms_held)
+            stats["total_cost_before"] = float(held.double().sum())
+            covariates = [
+                _block_sums(blocks, held)[:, None],
+                torch.stack([_block_sums(ms_blocks, ms_held), _block_sums(ms_blocks, held)], dim=1),
+            ]
+        starts = (pi, ms_start)
+        race = better_candidate(
+            [Candidate(pi, blocks, covariates[0]), Candidate(ms_start, ms_blocks, covariates[1])],
+            lambda c, some: solve(starts[c], some),
+            step_generator(self.seed, epoch, _RACE_STREAM),
+        )
+        if "total_cost_before" not in stats:  # no banks: both solved in full, the sweep's blocks hold π's costs
+            stats["total_cost_before"] = race.start_totals[0]
+        stats["multiscale_total_cost"] = race.totals[1]
+        stats["multiscale_kept"] = float(race.index == 1)
+        stats["multiscale_solved"] = race.solved[1]
+        return race.assignment, race.assigned
+
+
+def _block_sums(blocks: list[torch.Tensor], values: torch.Tensor) -> torch.Tensor:
+    """Σ of values (N,) over each block, float64 (len(blocks),)."""
+    return torch.stack([values[b].double().sum() for b in blocks])
 
 
 def gather_block_results(

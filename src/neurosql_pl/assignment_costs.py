@@ -17,7 +17,7 @@ from, for one fit (the module builds it when training starts and drops it when i
 The assignment's samples are codes (`oversampling.py`): K = k·N of them, one per lattice point,
 code v belonging to image v mod N; with k = 1 (K = N) codes are dataset indices.
 One assignment step: `begin_step`, then any number of `block_costs` (and `features` for blocks
-built from features), then `end_step`, which forgets the generated features.
+built from features, `pair_costs` for single pairs), then `end_step`, which forgets the generated features.
 """
 
 from __future__ import annotations
@@ -172,6 +172,22 @@ class AssignmentCosts:
             fake = self._generated_images(p)
             costs.append(self.loss_fn.cost_matrix(self.images_at(s).to(self.device), fake, batch_size=BATCH))
         return torch.stack(costs)
+
+    @torch.no_grad()
+    def pair_costs(self, samples: Tensor, points: Tensor) -> Tensor | None:
+        """C[samples[j], points[j]] (n,) float32 on the CPU: one cost per (code, lattice point)
+        pair, from the stored features (N·D work, no block); None where the generated features
+        are not all stored (no banks, or before `begin_step(repeated=True)`): then they would
+        need generator passes."""
+        if self.real_bank is None or self.fake_bank is None or not self.fake_bank.complete:
+            return None
+        samples = image_of(samples, self.num_images)
+        out = torch.empty(len(samples))
+        for rows in torch.arange(len(samples)).split(8 * BATCH):
+            x = self.real_bank.get(samples[rows], self.device)
+            y = self.fake_bank.get(points[rows], self.device)
+            out[rows] = self.loss_fn.distance_from_features(x, y, self.image_shape).float().cpu()
+        return out
 
     def blocks_per_call(self, block_size: int) -> int:
         """How many blocks of `block_size` one `block_costs` call should take: with the feature

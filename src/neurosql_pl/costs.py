@@ -137,11 +137,47 @@ L1_TILE_ELEMENTS = 2**21  # values in one broadcast difference tile (8 MiB in fl
 
 
 def _l1_tiles(a: Tensor, b: Tensor, out: Tensor) -> None:
-    """out[..., i, k] = Σ_j |a[..., i, j] − b[..., k, j]| by cache-sized broadcast tiles, in place."""
+    """out[..., i, k] = Σ_j |a[..., i, j] − b[..., k, j]|, in place: the separable columns of
+    each (a, b) pair in closed form (`_separable_columns`), the others by `_dense_l1_tiles`."""
     if a.ndim == 3:
         for j in range(a.shape[0]):
             _l1_tiles(a[j], b[j], out[j])
         return
+    separable = _separable_columns(a, b)
+    if separable is None:
+        _dense_l1_tiles(a, b, out)
+        return
+    below, columns = separable
+    rest = (~columns).nonzero().squeeze(1)
+    if len(rest):
+        _dense_l1_tiles(a[:, rest], b[:, rest], out)
+    else:
+        out.zero_()
+    cols = columns.nonzero().squeeze(1)
+    below, a_s, b_s = below[cols], a[:, cols], b[:, cols]
+    lo, hi = b_s.min(dim=0).values, b_s.max(dim=0).values
+    # |a − b| = (b − lo) + (lo − a) where a ≤ lo ≤ b, and (a − hi) + (hi − b) where b ≤ hi ≤ a: all terms ≥ 0
+    out += torch.where(below, b_s - lo, hi - b_s).sum(dim=1)[None, :]
+    out += torch.where(below, lo - a_s, a_s - hi).sum(dim=1)[:, None]
+
+
+def _separable_columns(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor] | None:
+    """The columns j where every a[i, j] ≤ min_k b[k, j] ("below") or every a[i, j] ≥ max_k b[k, j]:
+    there |a_ij − b_kj| is a term of i plus a term of k, so their part of the L1 distances is one
+    row vector plus one column vector (n + m sums instead of n·m). On MNIST pixels ψ a block of 256
+    alike images has 35–40 % of them: the background pixels that are −1 in all its images (the
+    generator's tanh never goes below). Returns (below (D,), separable (D,)), or None when there
+    are none (or too few pairs for it to pay)."""
+    if a.shape[0] * b.shape[0] < 1024 or a.shape[1] < 2:
+        return None
+    lo, hi = b.min(dim=0).values, b.max(dim=0).values
+    below = (a <= lo).all(dim=0)
+    columns = below | (a >= hi).all(dim=0)
+    return (below, columns) if bool(columns.any()) else None
+
+
+def _dense_l1_tiles(a: Tensor, b: Tensor, out: Tensor) -> None:
+    """out[i, k] = Σ_j |a[i, j] − b[k, j]| (2-D a, b) by cache-sized broadcast tiles, in place."""
     (n, dim), m = a.shape, b.shape[0]
     cols = min(m, 256)
     rows = max(1, L1_TILE_ELEMENTS // (cols * max(dim, 1)))
