@@ -93,6 +93,8 @@ from neurosql_pl.datamodules.base import IndexedDataModule
 from neurosql_pl.datamodules.indexed import IndexedDataset, UInt8ImageDataset, uint8_to_signed
 from neurosql_pl.feature_bank import bank_dtype
 
+from experiments.runner import fmt, markdown_table
+
 MODEL_PIECES = Path(__file__).resolve().parent / "configs" / "model"
 CELEBA_N = 162_770
 DEFAULT_SIZES = [10_000, 40_000, CELEBA_N]
@@ -401,14 +403,6 @@ def plan(args: argparse.Namespace) -> list[RunSpec]:
 
 
 # ------------------------------------------------------------------------------------ report
-def fmt(x: Any, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
-    if isinstance(x, float):
-        return f"{x:.{digits}g}" if abs(x) < 10 ** digits else f"{x:,.0f}"
-    return str(x)
-
-
 def find(rows: list[dict[str, Any]], n: int, config: str, banks: str) -> dict[str, Any] | None:
     return next((r for r in rows if r["N"] == n and r["config"] == config and r["banks"] == banks), None)
 
@@ -441,14 +435,13 @@ def table(rows: list[dict[str, Any]], settings: list[str]) -> str:
     label = " / ".join(settings)
     header = ["N", "config", f"step s ({label})", f"s per 1k images ({label})", "PCA start s", "lattice s",
               f"peak RSS GB ({label})"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    keys = list(dict.fromkeys((r["N"], r["config"]) for r in rows))
-    for n, config in sorted(keys, key=lambda k: (k[1], k[0])):
-        cells = [f"{n:,}", config, pair(rows, n, config, "step_s"), pair(rows, n, config, "s_per_1k"),
-                 fmt(first_measured(rows, n, config, "pca_s")), fmt(first_measured(rows, n, config, "lattice_s")),
-                 pair(rows, n, config, "rss_gb")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    keys = sorted(dict.fromkeys((r["N"], r["config"]) for r in rows), key=lambda k: (k[1], k[0]))
+    return markdown_table(header, [
+        [f"{n:,}", config, pair(rows, n, config, "step_s"), pair(rows, n, config, "s_per_1k"),
+         fmt(first_measured(rows, n, config, "pca_s")), fmt(first_measured(rows, n, config, "lattice_s")),
+         pair(rows, n, config, "rss_gb")]
+        for n, config in keys
+    ])
 
 
 PHASES = ("imports", "data", "pca", "banks", "epoch", "step")
@@ -459,16 +452,14 @@ def details(rows: list[dict[str, Any]]) -> str:
     header = ["N", "config", "banks", "feature_cache_gb", "banks held (real/generated)", "bank s", "epoch s",
               "frac_reused", "multiscale kept", "π permutation", "RSS by phase GB (imports, data, PCA, banks, epoch, step)",
               "predicted GB", "run s", "note"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = []
     for r in rows:
         phases = r.get("rss_phases_gb") or {}
-        phase_cells = ", ".join(fmt(phases.get(k), 3) for k in PHASES) if phases else "–"
-        cells = [f"{r['N']:,}", r["config"], r["banks"], fmt(r.get("feature_cache_gb")), r.get("bank_dtypes", "–"),
-                 fmt(r.get("bank_s")), fmt(r.get("epoch_s")), fmt(r.get("frac_reused")), fmt(r.get("multiscale_kept")),
-                 fmt(r.get("pi_is_permutation")), phase_cells, fmt(r.get("predicted_gb")), fmt(r.get("wall_s")),
-                 r.get("error", "") or r.get("device", "")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        lines.append([f"{r['N']:,}", r["config"], r["banks"], r.get("feature_cache_gb"), r.get("bank_dtypes", "–"),
+                      r.get("bank_s"), r.get("epoch_s"), r.get("frac_reused"), r.get("multiscale_kept"),
+                      r.get("pi_is_permutation"), ", ".join(fmt(phases.get(k)) for k in PHASES) if phases else "–",
+                      r.get("predicted_gb"), r.get("wall_s"), r.get("error", "") or r.get("device", "")])
+    return markdown_table(header, lines)
 
 
 def flatness(rows: list[dict[str, Any]]) -> list[str]:

@@ -8,6 +8,7 @@ import argparse
 import csv
 import inspect
 import json
+import math
 import sys
 import logging
 import shutil
@@ -339,15 +340,16 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def fmt(value: Any, digits: int = 3) -> str:
-    """A table cell: '–' for missing, ints as they are, floats to ``digits`` significant digits."""
-    if value is None or value == "":
+    """A table cell: '–' for missing (None, '', NaN), ints as they are, floats to ``digits``
+    significant digits (whole numbers with thousands separators from 10**digits up)."""
+    if value is None or value == "" or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        return f"{value:.{digits}g}"
+        return f"{value:.{digits}g}" if abs(value) < 10**digits else f"{value:,.0f}"
     return str(value)
 
 
