@@ -25,6 +25,11 @@
    cost Σ_i C[i, π(i)] and, for the multiscale candidate, whether it was kept and the fraction
    of its blocks solved (the worse of the neighbour sweep and the multiscale candidate stops
    early, `assignment.better_candidate`). The first epoch also builds the feature banks.
+6. The L1 tiles by vector width: one m×m block (m = 256) of random vectors in [−1, 1] (no
+   separable columns) at D = 784 (MNIST), 3,072 (colour 32 px) and 12,288 (colour 64 px), on one
+   thread and on all: `costs.pairwise_l1` as it is (tiles over slices of ≤ costs.L1_DIM_CHUNK
+   columns), with whole rows in each tile (L1_DIM_CHUNK = ∞, before 2026-12-07), and
+   `torch.cdist(p=1)`; per block and for the N/m blocks of one step at N = `--width-n`.
 Ratios are measured side by side in one process: the machine may be shared and noisy.
 """
 
@@ -38,6 +43,7 @@ import platform
 import tempfile
 import time
 import warnings
+from contextlib import nullcontext
 from datetime import date
 from pathlib import Path
 
@@ -45,7 +51,8 @@ import lightning as L
 import torch
 
 from neurosql_pl.datamodules import MNISTDataModule
-from neurosql_pl import NeuroSQL
+from neurosql_pl import NeuroSQL, costs
+from neurosql_pl.assignment import one_thread
 from neurosql_pl.costs import pairwise_l1, pairwise_sq_dists
 from neurosql_pl.lattice import build_lattice, load_or_build_lattice
 from neurosql_pl.losses import ReconstructionLoss
@@ -247,6 +254,36 @@ def bench_default(data_dir: str, subset: int, epochs: int, lattice_dir: str) -> 
     print(f"\nassignment share over epochs {1 if len(log.rows) > 1 else 0}–{len(log.rows) - 1}: {share:.1%}")
 
 
+L1_WIDTHS = (("MNIST 28 px", 784), ("colour 32 px", 3 * 32 * 32), ("colour 64 px", 3 * 64 * 64))
+
+
+def bench_l1_width(num_samples: int, block_size: int = 256) -> None:
+    print(f"\n## 6. L1 tiles by vector width: one {block_size}×{block_size} block, and the {num_samples / block_size:.0f} "
+          f"blocks of a step at N = {num_samples:,}")
+    print("| images | D | threads | whole rows s/block | slices s/block | torch.cdist s/block | whole rows / slices | "
+          "step s (slices) | max rel diff (slices vs float64) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    generator = torch.Generator().manual_seed(0)
+    for name, dim in L1_WIDTHS:
+        x, y = (torch.rand(2, block_size, dim, generator=generator) * 2 - 1).unbind(0)
+        reference = pairwise_l1(x.double(), y.double())
+        for threads in sorted({1, torch.get_num_threads()}):
+            whole_s = sliced_s = cdist_s = float("inf")
+            with one_thread() if threads == 1 else nullcontext():
+                for _ in range(3):  # interleaved, best of 3: the machine may be shared
+                    chunk, costs.L1_DIM_CHUNK = costs.L1_DIM_CHUNK, 2**62
+                    try:
+                        whole_s = min(whole_s, timed(lambda: pairwise_l1(x, y))[0])
+                    finally:
+                        costs.L1_DIM_CHUNK = chunk
+                    seconds, cost = timed(lambda: pairwise_l1(x, y))
+                    sliced_s = min(sliced_s, seconds)
+                    cdist_s = min(cdist_s, timed(lambda: torch.cdist(x, y, p=1.0))[0])
+            rel = ((cost.double() - reference).abs() / reference).max().item()
+            print(f"| {name} | {dim:,} | {threads} | {whole_s:.3g} | {sliced_s:.3g} | {cdist_s:.3g} | "
+                  f"{whole_s / sliced_s:.2f}× | {sliced_s * num_samples / block_size:.3g} | {rel:.1e} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="data", help="MNIST location (downloaded if missing)")
@@ -260,7 +297,8 @@ def main() -> None:
     parser.add_argument("--l1-block-sizes", type=int, nargs="+", default=[256, 2048], help="block sizes m of section 4b")
     parser.add_argument("--default-subset", type=int, default=10_000, help="N of section 5 (first N MNIST images)")
     parser.add_argument("--default-epochs", type=int, default=4, help="epochs of section 5")
-    parser.add_argument("--sections", type=int, nargs="+", default=[1, 2, 3, 4, 5], help="which sections to run")
+    parser.add_argument("--width-n", type=int, default=10_000, help="N of section 6 (step seconds = N/256 blocks)")
+    parser.add_argument("--sections", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6], help="which sections to run")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -286,6 +324,8 @@ def main() -> None:
                 bench_l1_assignment(args.data_dir, args.l1_subset, block_size, lattice_dir)
         if 5 in args.sections:
             bench_default(args.data_dir, args.default_subset, args.default_epochs, lattice_dir)
+    if 6 in args.sections:
+        bench_l1_width(args.width_n)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ training image, over the same for held-out images) is below --copy-below (0.7, t
 goal's floor; evaluate flags copies below 0.5) in any seed "copies" and cannot win its N.
 
 What runs: --models (default NeuroSQL VAE GAN) and --variants, named configurations of a model
-(--list prints them with their flags): NeuroSQL's levers (oversample, noise, stlpips, rho05, d8;
-trunc2 scores the NeuroSQL run with codes drawn from N(0, I) cut at ±2), the baselines' own
+(--list prints them with their flags): NeuroSQL's levers (oversample = k from N, os3 / os5 / os10 =
+k codes per image, noise, stlpips, rho05, d2 / d4 / d8 = latent dimension, d4os10; trunc2 scores the NeuroSQL run with codes drawn from N(0, I) cut at ±2), the baselines' own
 small-N levers (vae_beta05, gan_r1, gan_sn) and the groups "levers", "baseline_levers", "lr"
 (runner.LEARNING_RATES: at least three learning rates around each model's own, the same tuning
 effort for every model) and "default" (= NeuroSQL). Flags after -- go to every fit.
@@ -86,14 +86,16 @@ VARIANTS: dict[str, Variant] = {
     **{label: Variant(f"{label} as configured (model piece {piece})", label) for label, (piece, _) in MODELS.items()},
     "oversample": Variant("NeuroSQL, oversampled lattice: k codes per image (auto), assignment every 10 epochs",
                           flags=("--model.oversample", "auto", "--model.assign_every", "10")),
-    "os10": Variant("NeuroSQL, oversampled lattice: k = 10 codes per image, assignment every 10 epochs",
-                    flags=("--model.oversample", "10", "--model.assign_every", "10")),
+    **{f"os{k}": Variant(f"NeuroSQL, oversampled lattice: k = {k} codes per image, assignment every 10 epochs",
+                         flags=("--model.oversample", str(k), "--model.assign_every", "10")) for k in (3, 5, 10)},
     "noise": Variant("NeuroSQL, noise 0.1 on the codes in training", flags=("--model.code_noise", "0.1")),
     "stlpips": Variant("NeuroSQL, ST-LPIPS(alex) + pixel L1 (weight 1)",
                        flags=("--model.perceptual", "stlpips-alex", "--model.pixel_weight", "1.0")),
     "rho05": Variant("NeuroSQL, momentum ρ = 0.5, costs from fresh passes",
                      flags=("--model.rho", "0.5", "--model.cost_outputs", "fresh")),
-    "d8": Variant("NeuroSQL, latent dimension d = 8", flags=("--model.latent_dim", "8")),
+    **{f"d{d}": Variant(f"NeuroSQL, latent dimension d = {d}", flags=("--model.latent_dim", str(d))) for d in (2, 4, 8)},
+    "d4os10": Variant("NeuroSQL, d = 4 and k = 10 codes per image, assignment every 10 epochs",
+                      flags=("--model.latent_dim", "4", "--model.oversample", "10", "--model.assign_every", "10")),
     "trunc2": Variant("NeuroSQL's run, sample codes truncated to ±2", truncation=2.0, run="NeuroSQL"),
     "vae_beta05": Variant("VAE, β = 0.5 (a lighter KL term)", "VAE", ("--model.beta", "0.5")),
     "gan_r1": Variant("GAN, R1 penalty γ = 10 on the discriminator", "GAN", ("--model.r1_gamma", "10")),
@@ -104,7 +106,8 @@ VARIANTS: dict[str, Variant] = {
 #: named groups accepted by --variants
 GROUPS: dict[str, list[str]] = {
     "default": ["NeuroSQL"],
-    "levers": ["NeuroSQL", "oversample", "os10", "noise", "stlpips", "rho05", "d8", "trunc2"],
+    "levers": ["NeuroSQL", "oversample", "os3", "os5", "os10", "noise", "stlpips", "rho05", "d2", "d4", "d8", "d4os10",
+               "trunc2"],
     "baseline_levers": ["VAE", "vae_beta05", "GAN", "gan_r1", "gan_sn"],
     "lr": [name for label in LEARNING_RATES for name in VARIANTS if name == label or name.startswith(f"{label}_lr")],
 }
@@ -342,7 +345,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             f"{args.n_curve}, against held-out images ({args.features} features). Verdict: 'copies' = a seed's "
             f"memorisation ratio below {args.copy_below:g}; 'climbing' = FID fell by more than {100 * args.flat_tol:g} % "
             f"over the curve's last leg; 'winner' = the lowest FID at its N of the runs that do not copy. "
-            f"Training and scoring took {time.perf_counter() - began:.0f} s.")
+            f"This invocation took {time.perf_counter() - began:.0f} s (runs and scores reused from earlier "
+            f"invocations not counted; each run's training seconds are in the table).")
     legend = "\n".join(f"- {name}: {VARIANTS[name].what}" for name in names)
     text = f"{note}\n\n{table(means)}\n\n{legend}\n"
     (out / f"{args.table}.md").write_text(text)

@@ -62,11 +62,14 @@ def test_l1_matches_brute_force():
     assert _rel_err(pairwise_l1(a, b, chunk_size=4), ref) <= 1e-5
 
 
+@pytest.mark.parametrize("dim_chunk", [7, 15, 30, 2048])
 @pytest.mark.parametrize("tile_elements", [1, 500, 2**21])
-def test_l1_tiles_cover_every_pair_exactly_once(monkeypatch, tile_elements):
-    """The CPU path's tiles (≤ 256 columns, rows by L1_TILE_ELEMENTS) add up to the whole matrix,
-    whatever the tile size: one row per tile, ragged last tiles, one tile for all."""
+def test_l1_tiles_cover_every_pair_exactly_once(monkeypatch, tile_elements, dim_chunk):
+    """The CPU path's tiles (≤ 256 columns, rows by L1_TILE_ELEMENTS, slices of ≤ L1_DIM_CHUNK
+    columns j) add up to the whole matrix, whatever the tile size: one row per tile, ragged last
+    tiles, one tile for all; vectors of 30 in 5 slices of 6, 2 of 15, or whole."""
     monkeypatch.setattr(costs, "L1_TILE_ELEMENTS", tile_elements)
+    monkeypatch.setattr(costs, "L1_DIM_CHUNK", dim_chunk)
     g = torch.Generator().manual_seed(12)
     a, b = torch.randn(37, 30, generator=g), torch.randn(300, 30, generator=g)
     ref = (a.double()[:, None, :] - b.double()[None, :, :]).abs().sum(-1)
