@@ -76,6 +76,7 @@ def test_l1_tiles_cover_every_pair_exactly_once(monkeypatch, tile_elements, dim_
     assert _rel_err(pairwise_l1(a, b, chunk_size=16), ref) <= 1e-5
     assert _rel_err(pairwise_l1(a.double(), b), ref) <= 1e-12
     torch.testing.assert_close(pairwise_l1(a, b), torch.cdist(a, b, p=1.0), rtol=1e-5, atol=1e-4)
+    assert torch.equal(pairwise_l1(torch.ones(3, 0), torch.ones(4, 0)), torch.zeros(3, 4))  # D = 0: no columns
 
 
 def _with_background(n: int, m: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

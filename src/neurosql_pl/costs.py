@@ -24,8 +24,8 @@ broadcast subtraction into a reused buffer, |·| in place, a sum over D: 1.7–2
 ``torch.cdist(p=1)`` on 2 CPU cores (`make bench`, section 4a), and still about 10× the time
 of a GEMM of the same width. Vectors wider than L1_DIM_CHUNK (colour 64 px: D = 12,288) are cut
 into slices of columns whose partial sums are added, so that a tile still holds many pairs:
-1.8× faster than whole rows at D = 12,288 on one thread, the same at D ≤ 3,072 (section 6). Elsewhere (CUDA) it calls ``torch.cdist(p=1)``. Both are exact
-up to the float summation order.
+1.6–1.7× faster than whole rows at D = 12,288, the same at D ≤ 3,072 (section 6). Elsewhere
+(CUDA) it calls ``torch.cdist(p=1)``. Both are exact up to the float summation order.
 """
 
 from __future__ import annotations
@@ -185,6 +185,9 @@ def _dense_l1_tiles(a: Tensor, b: Tensor, out: Tensor) -> None:
     its own and added up: a tile of one slice still holds many pairs (a tile of a full colour 64 px
     row, D = 12,288, would hold one image against 170, every pass past the caches)."""
     (n, dim), m = a.shape, b.shape[0]
+    if dim == 0:
+        out.zero_()
+        return
     slices = -(-dim // L1_DIM_CHUNK)
     width = -(-dim // slices)
     cols = min(m, 256)
