@@ -23,7 +23,8 @@ What runs: --models (default NeuroSQL VAE GAN) and --variants, named configurati
 (--list prints them with their flags): NeuroSQL's levers (oversample = k from N, os3 / os5 / os10 =
 k codes per image, noise, stlpips, rho05, d2 / d4 / d8 = latent dimension, d4os10; trunc2 scores
 the NeuroSQL run with codes drawn from N(0, I) cut at ±2), the baselines' own small-N levers
-(vae_beta05, gan_r1, gan_sn) and the groups "levers", "baseline_levers", "lr" (runner.LEARNING_RATES: at least three learning rates around each model's own, the same tuning
+(vae_beta05, gan_r1, gan_sn) and the groups "levers", "baseline_levers", "lr"
+(runner.LEARNING_RATES: at least three learning rates around each model's own, the same tuning
 effort for every model) and "default" (= NeuroSQL). Flags after -- go to every fit.
 
 Writes, under --out (default runs/fewshot/<data>); <table> is --table (default "fewshot"):
