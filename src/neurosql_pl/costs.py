@@ -191,9 +191,9 @@ def _dense_l1_tiles(a: Tensor, b: Tensor, out: Tensor) -> None:
     slices = -(-dim // L1_DIM_CHUNK)
     width = -(-dim // slices)
     cols = min(m, 256)
-    rows = max(1, L1_TILE_ELEMENTS // (cols * max(width, 1)))
+    rows = max(1, L1_TILE_ELEMENTS // (cols * width))
     buffer = torch.empty(rows * cols * width, dtype=a.dtype, device=a.device)
-    part = torch.empty_like(out) if slices > 1 else out
+    part = torch.empty_like(out) if slices > 1 else None  # the partial sums of slices after the first
     for s, j in enumerate(range(0, dim, width)):
         target = out if s == 0 else part
         aj, bj = a[:, j : j + width], b[:, j : j + width]
