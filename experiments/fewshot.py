@@ -21,7 +21,7 @@ goal's floor; evaluate flags copies below 0.5) in any seed "copies" and cannot w
 
 What runs: --models (default NeuroSQL VAE GAN) and --variants, named configurations of a model
 (--list prints them with their flags): NeuroSQL's levers (oversample = k from N, os3 / os5 / os10 =
-k codes per image, noise, stlpips, rho05, d2 / d4 / d8 = latent dimension, d4os10; trunc2 scores
+k codes per image, noise, stlpips, rho05, d2 / d4 / d6 / d8 = latent dimension, d4os10; trunc2 scores
 the NeuroSQL run with codes drawn from N(0, I) cut at ±2), the baselines' own small-N levers
 (vae_beta05, gan_r1, gan_sn) and the groups "levers", "baseline_levers", "lr"
 (runner.LEARNING_RATES: at least three learning rates around each model's own, the same tuning
@@ -89,12 +89,13 @@ VARIANTS: dict[str, Variant] = {
                           flags=("--model.oversample", "auto", "--model.assign_every", "10")),
     **{f"os{k}": Variant(f"NeuroSQL, oversampled lattice: k = {k} codes per image, assignment every 10 epochs",
                          flags=("--model.oversample", str(k), "--model.assign_every", "10")) for k in (3, 5, 10)},
-    "noise": Variant("NeuroSQL, noise 0.1 on the codes in training", flags=("--model.code_noise", "0.1")),
+    "noise": Variant("NeuroSQL, noise 0.1 on the codes in training, costs from fresh passes",
+                     flags=("--model.code_noise", "0.1", "--model.cost_outputs", "fresh")),
     "stlpips": Variant("NeuroSQL, ST-LPIPS(alex) + pixel L1 (weight 1)",
                        flags=("--model.perceptual", "stlpips-alex", "--model.pixel_weight", "1.0")),
     "rho05": Variant("NeuroSQL, momentum ρ = 0.5, costs from fresh passes",
                      flags=("--model.rho", "0.5", "--model.cost_outputs", "fresh")),
-    **{f"d{d}": Variant(f"NeuroSQL, latent dimension d = {d}", flags=("--model.latent_dim", str(d))) for d in (2, 4, 8)},
+    **{f"d{d}": Variant(f"NeuroSQL, latent dimension d = {d}", flags=("--model.latent_dim", str(d))) for d in (2, 4, 6, 8)},
     "d4os10": Variant("NeuroSQL, d = 4 and k = 10 codes per image, assignment every 10 epochs",
                       flags=("--model.latent_dim", "4", "--model.oversample", "10", "--model.assign_every", "10")),
     "trunc2": Variant("NeuroSQL's run, sample codes truncated to ±2", truncation=2.0, run="NeuroSQL"),

@@ -21,6 +21,7 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import yaml
 
 from neurosql_pl.cli import NeuroSQLCLI
 from neurosql_pl.cli import main as cli
@@ -99,16 +100,39 @@ def check_models(models: Sequence[str]) -> None:
         raise ExperimentError(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
 
 
+def model_flag_values(flags: Sequence[str]) -> dict[str, Any]:
+    """``--model.<name> <value>`` (or ``--model.<name>=<value>``) pairs of ``flags`` → {name: value},
+    each value read as YAML the way LightningCLI reads it ("8" → 8, "auto" → "auto")."""
+    values: dict[str, Any] = {}
+    for i, flag in enumerate(flags):
+        if not flag.startswith("--model."):
+            continue
+        name, eq, value = flag.removeprefix("--model.").partition("=")
+        if not eq:
+            value = flags[i + 1] if i + 1 < len(flags) else ""
+        values[name] = yaml.safe_load(value)
+    return values
+
+
 def check_model_flags(model_config: str, flags: Sequence[str]) -> None:
     """Every ``--model.<name>`` of ``flags`` must be a parameter of the class that the model piece
-    ``model_config`` names: a misspelt or not yet built option stops the script before any training."""
-    class_path = read_yaml(CONFIGS / "model" / f"{model_config}.yaml")["model"]["class_path"]
-    accepted = inspect.signature(import_class(class_path).__init__).parameters
-    names = [f.split("=")[0].removeprefix("--model.") for f in flags if f.startswith("--model.")]
-    unknown = [name for name in names if name.split(".")[0] not in accepted]
+    ``model_config`` names, and the piece's settings with the flags' values must build that model
+    (no option that contradicts another): a misspelt, not yet built or impossible setting stops
+    the script before any training."""
+    piece = read_yaml(CONFIGS / "model" / f"{model_config}.yaml")["model"]
+    cls = import_class(piece["class_path"])
+    accepted = inspect.signature(cls.__init__).parameters
+    values = model_flag_values(flags)
+    unknown = [name for name in values if name.split(".")[0] not in accepted]
     if unknown:
-        raise ExperimentError(f"{class_path} (model piece {model_config}) has no option(s) "
+        raise ExperimentError(f"{piece['class_path']} (model piece {model_config}) has no option(s) "
                               f"{', '.join('--model.' + u for u in unknown)}")
+    if any("." in name for name in values):
+        return  # nested options (--model.a.b) are LightningCLI's to check at the fit
+    try:
+        cls(**{**(piece.get("init_args") or {}), **values})
+    except (ValueError, TypeError) as e:
+        raise ExperimentError(f"model piece {model_config} with {' '.join(flags)} does not build: {e}") from e
 
 
 def learning_rate_sweep(label: str) -> list[tuple[str, float, list[str]]]:

@@ -125,7 +125,8 @@ def test_fewshot_budget_splits_into_snapshot_epochs_and_one_seed_above_the_limit
 
 def test_fewshot_every_variant_names_options_its_model_has() -> None:
     """The table of variants (the levers of issue 15 among them) stays in step with the models:
-    each flag is an option of its model, so no run of hours fails at its first fit."""
+    each flag is an option of its model and every variant's settings build it, so no run of hours
+    fails at its first fit."""
     fewshot = load_script("fewshot")
     args = fewshot.build_parser().parse_args([])
     for name in fewshot.VARIANTS:
@@ -133,6 +134,10 @@ def test_fewshot_every_variant_names_options_its_model_has() -> None:
     assert set(fewshot.expand(["levers"])) >= {"NeuroSQL", "oversample", "noise", "stlpips", "rho05", "d8", "trunc2"}
     with pytest.raises(runner.ExperimentError, match="no option.*--model.no_such_lever"):
         runner.check_model_flags("neurosql", ["--model.latent_dim", "8", "--model.no_such_lever", "1"])
+    with pytest.raises(runner.ExperimentError, match="does not build: .*code_noise"):
+        runner.check_model_flags("neurosql", ["--model.code_noise=0.1"])  # needs --model.cost_outputs fresh
+    assert runner.model_flag_values(["--model.latent_dim", "8", "--data.subset", "5", "--model.oversample=auto"]) \
+        == {"latent_dim": 8, "oversample": "auto"}
 
 
 def test_fewshot_contest_runs_every_model_size_and_seed_with_curves_and_mean_over_seeds(
