@@ -21,8 +21,9 @@ goal's floor; evaluate flags copies below 0.5) in any seed "copies" and cannot w
 
 What runs: --models (default NeuroSQL VAE GAN) and --variants, named configurations of a model
 (--list prints them with their flags): NeuroSQL's levers (oversample = k from N, os3 / os5 / os10 =
-k codes per image, noise, stlpips, rho05, d2 / d4 / d6 / d8 = latent dimension, d4os10; trunc2 scores
-the NeuroSQL run with codes drawn from N(0, I) cut at ±2), the baselines' own small-N levers
+k codes per image, noise, stlpips, rho05, d2 / d4 / d6 / d8 = latent dimension, d6q = d = 6
+stopped at a quarter of the budget, d4os10; trunc2 scores the NeuroSQL run with codes drawn from
+N(0, I) cut at ±2), the baselines' own small-N levers
 (vae_beta05, gan_r1, gan_sn) and the groups "levers", "baseline_levers", "lr"
 (runner.LEARNING_RATES: at least three learning rates around each model's own, the same tuning
 effort for every model) and "default" (= NeuroSQL). Flags after -- go to every fit.
@@ -73,13 +74,16 @@ from neurosql_pl.run_folder import read_run_config
 class Variant:
     """A named run: a model of runner.MODELS, extra CLI flags for its fit, and how its samples
     are drawn when scored (``truncation``). ``run``: the variant whose run folder it scores
-    (the same training), itself when None."""
+    (the same training), itself when None. ``budget``: the fraction of --steps it trains for
+    (< 1: stopped early, fewer images seen than the other runs; its snapshots are fractions of
+    its own budget)."""
 
     what: str
     model: str = "NeuroSQL"
     flags: tuple[str, ...] = ()
     truncation: float | None = None
     run: str | None = None
+    budget: float = 1.0
 
 
 #: name → Variant: the models as configured, NeuroSQL's levers, and every model's learning rates
@@ -96,6 +100,8 @@ VARIANTS: dict[str, Variant] = {
     "rho05": Variant("NeuroSQL, momentum ρ = 0.5, costs from fresh passes",
                      flags=("--model.rho", "0.5", "--model.cost_outputs", "fresh")),
     **{f"d{d}": Variant(f"NeuroSQL, latent dimension d = {d}", flags=("--model.latent_dim", str(d))) for d in (2, 4, 6, 8)},
+    "d6q": Variant("NeuroSQL, d = 6 trained on a quarter of the budget (stopped early: its curve rises later)",
+                   flags=("--model.latent_dim", "6"), budget=0.25),
     "d4os10": Variant("NeuroSQL, d = 4 and k = 10 codes per image, assignment every 10 epochs",
                       flags=("--model.latent_dim", "4", "--model.oversample", "10", "--model.assign_every", "10")),
     "trunc2": Variant("NeuroSQL's run, sample codes truncated to ±2", truncation=2.0, run="NeuroSQL"),
@@ -135,6 +141,12 @@ def epochs_for(n: int, steps: int, batch_size: int) -> int:
     return max(1, round(steps * batch_size / n))
 
 
+def run_epochs(name: str, n: int, args: argparse.Namespace) -> int:
+    """max_epochs of the run ``name`` at N = n: the budget --steps x --batch-size, times the
+    variant's fraction of it."""
+    return epochs_for(n, max(1, round(args.steps * VARIANTS[name].budget)), args.batch_size)
+
+
 def snapshot_epochs(epochs: int, fractions: list[float]) -> list[int]:
     """The epochs that end each fraction of an ``epochs`` budget, before the last, each once."""
     return sorted({e for e in (max(1, round(f * epochs)) for f in fractions) if e < epochs})
@@ -157,7 +169,7 @@ def fit_settings(name: str, n: int, seed: int, args: argparse.Namespace) -> tupl
     if variant.model == "NeuroSQL":
         piece = args.neurosql_config
         flags += ["--model.block_size", str(args.block_size)]
-    epochs = epochs_for(n, args.steps, args.batch_size)
+    epochs = run_epochs(name, n, args)
     budget = ["--data.subset", str(n), "--data.batch_size", str(args.batch_size), "--seed_everything", str(seed),
               "--trainer.max_epochs", str(epochs), *snapshot_flags(at_epochs=snapshot_epochs(epochs, args.curve))]
     return piece, [*flags, *variant.flags, *budget, *args.cli_args]
@@ -173,7 +185,7 @@ def check_runs(names: list[str], args: argparse.Namespace, out: Path) -> None:
                 run_dir = run_dir_of(out, name, n, seed)
                 check_can_train(run_dir, args.force)
                 had = ((read_run_config(run_dir) or {}).get("trainer") or {}).get("max_epochs")
-                epochs = epochs_for(n, args.steps, args.batch_size)
+                epochs = run_epochs(name, n, args)
                 if not args.force and run_state(run_dir) in ("trained", "evaluated") and had != epochs:
                     raise ExperimentError(f"{run_dir} was trained for {had} epochs, this budget is {epochs}: "
                                           "pass another --out, or --force to train it again")
@@ -317,7 +329,9 @@ def sample_sheet(run_dirs: dict[tuple[int, str], Path], path: Path) -> None:
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.list:
         for name, v in VARIANTS.items():
-            print(f"{name:15s} {v.what}: {' '.join(v.flags)}{f' (truncation {v.truncation:g})' if v.truncation else ''}")
+            extra = (f" (truncation {v.truncation:g})" if v.truncation else "") + \
+                (f" (budget x {v.budget:g})" if v.budget != 1 else "")
+            print(f"{name:15s} {v.what}: {' '.join(v.flags)}{extra}")
         return []
     names = expand([*args.models, *args.variants])
     if not names or min(args.sizes) < 2:

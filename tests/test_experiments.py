@@ -121,6 +121,10 @@ def test_fewshot_budget_splits_into_snapshot_epochs_and_one_seed_above_the_limit
     assert fewshot.snapshot_epochs(2, [0.25, 0.5]) == [1] and fewshot.snapshot_epochs(1, [0.25, 0.5]) == []
     args = fewshot.build_parser().parse_args([])
     assert [fewshot.seeds_at(n, args) for n in (100, 1000, 5000)] == [[0, 1], [0, 1], [0]]
+    for name, epochs, snapshots in (("d6", "256", "[64, 128]"), ("d6q", "64", "[16, 32]")):  # d6q: a quarter
+        flags = fewshot.fit_settings(name, 500, 0, args)[1]
+        assert flags[flags.index("--trainer.max_epochs") + 1] == epochs
+        assert flags[flags.index("--trainer.callbacks.at_epochs") + 1] == snapshots
 
 
 def test_fewshot_every_variant_names_options_its_model_has() -> None:
