@@ -75,6 +75,7 @@ GROUPS: dict[str, list[str]] = {
 COLUMNS: list[tuple[str, str]] = [
     ("FID ↓", "fid"), ("KID×10³ ↓", "kid_mean"), ("precision ↑", "precision"), ("recall ↑", "recall"),
     ("recon MSE ↓", "recon_mse"), ("pixel syn→train", "pixel_syn_to_train"),
+    ("memorisation ratio", "memorisation_ratio"),
 ]
 
 
@@ -91,7 +92,7 @@ def expand_configs(names: list[str]) -> list[str]:
 def train(slug: str, seed: int, args: argparse.Namespace, run_dir: Path) -> None:
     _, config, flags = CONFIGS[slug]
     fit(config, run_dir, args.data, args.data_dir, [
-        *flags, "--data.subset", str(args.subset),
+        *flags, *(["--data.subset", str(args.subset)] if args.subset else []),
         "--seed_everything", str(seed),
         "--trainer.max_epochs", str(args.max_epochs), *max_time_flags(args.minutes),
         *snapshot_flags(every_s=60 * args.every_minutes), *args.cli_args,
@@ -131,7 +132,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(cells)
     lines.sort(key=lambda c: c[5] if c[5] is not None else float("inf"))
     real = ["real data", "training vs held-out images", None, None, None, mean_of(ends, "baseline_fid"),
-            (mean_of(ends, "baseline_kid_mean") or 0) * 1e3, None, None, None, None, None]
+            (mean_of(ends, "baseline_kid_mean") or 0) * 1e3, *[None] * (len(COLUMNS) - 2), None]
     header = ["config", "what", "seeds", "epochs", "train s", *[c for c, _ in COLUMNS], "FID range"]
     return markdown_table(header, [*lines, real])
 
@@ -178,7 +179,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     began = time.perf_counter()
     rows = [row for slug in args.configs for seed in args.seeds for row in run_config(slug, seed, args, out)]
     write_csv(rows, out / f"{args.table}.csv")
-    note = (f"{args.data}, first {args.subset} training images, {args.minutes:g} min of training per run "
+    images = f"first {args.subset} training images" if args.subset else "all training images"
+    note = (f"{args.data}, {images}, {args.minutes:g} min of training per run "
             f"(capped at {args.max_epochs} epochs), seeds {', '.join(map(str, args.seeds))}; FID and KID from "
             f"N = {args.n} samples against held-out images ({args.features} features). The whole ablation "
             f"took {time.perf_counter() - began:.0f} s.")
@@ -195,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS,
                    help=f"configurations (see --list) or groups ({', '.join(GROUPS)}); default: the levers")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (the table shows their mean)")
-    p.add_argument("--subset", type=int, default=10_000, help="training images (the first ones)")
+    p.add_argument("--subset", type=int, default=10_000, help="training images (the first ones; 0 = all)")
     p.add_argument("--minutes", type=float, default=2.0, help="training minutes per run")
     p.add_argument("--every-minutes", type=float, default=1.0, help="a scored snapshot every this many training minutes")
     p.add_argument("--max-epochs", type=int, default=1000, help="epoch cap")

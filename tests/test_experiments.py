@@ -264,7 +264,7 @@ def test_ablate_scores_snapshots_along_training_and_reuses_finished_runs(tiny_mn
     ablate = load_script("ablate")
     out = tmp_path / "ablate"
     # a snapshot after every epoch (every 0.006 s of training), 2 epochs: snap1, end (snap2 is the end)
-    argv = ["--data-dir", str(tiny_mnist), "--out", str(out), "--configs", "base", "vae", "--subset", "64",
+    argv = ["--data-dir", str(tiny_mnist), "--out", str(out), "--configs", "base", "vae", "--subset", "0",  # all 64
             "--minutes", "10", "--every-minutes", "0.0001", "--max-epochs", "2", "--n", "16",
             "--features", "random-conv", "--", "--data.batch_size", "16"]
     rows = ablate.run(ablate.build_parser().parse_args(argv))
@@ -279,6 +279,9 @@ def test_ablate_scores_snapshots_along_training_and_reuses_finished_runs(tiny_mn
     assert len(list(csv.DictReader(open(out / "ablate.csv")))) == 4
     table = (out / "ablate.md").read_text()
     assert "| base |" in table and "| vae |" in table and "| real data |" in table
+    assert "all training images" in table and "memorisation ratio" in table
+    assert len({line.count("|") for line in table.splitlines() if line.startswith("|")}) == 1  # cells line up
+    assert read_yaml(out / "base" / "seed0" / "config.yaml")["data"]["init_args"]["subset"] is None  # 0 = all
     assert Image.open(out / "ablate.png").size[0] > 0
     last = out / "base" / "seed0" / "checkpoints" / "last.ckpt"
     stamp = last.stat().st_mtime_ns
