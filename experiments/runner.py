@@ -75,8 +75,18 @@ def script_parser(doc: str | None) -> argparse.ArgumentParser:
 def add_data_args(p: argparse.ArgumentParser, experiment: str) -> None:
     """--data (a config piece), --data-dir and --out (default runs/<experiment>/<data>)."""
     p.add_argument("--data", default="mnist", help="an experiments/configs/data piece (default mnist)")
-    p.add_argument("--data-dir", default="data")
+    p.add_argument("--data-dir", default=None,
+                   help="the dataset's folder (default: the data piece's own, data/ for MNIST, data/emoji3d for Emoji3D)")
     p.add_argument("--out", default=None, help=f"default runs/{experiment}/<data>")
+
+
+def piece_data_dir(data: str) -> str:
+    """The data_dir that the experiments/configs/data piece ``data`` names ("data" when it names none)."""
+    path = CONFIGS / "data" / f"{data}.yaml"
+    if not path.is_file():
+        raise SystemExit(f"error: unknown --data {data}; choose one of: "
+                         f"{' '.join(sorted(p.stem for p in (CONFIGS / 'data').glob('*.yaml')))}")
+    return str((read_yaml(path)["data"].get("init_args") or {}).get("data_dir") or "data")
 
 
 def add_scoring_args(p: argparse.ArgumentParser, n: int, force_help: str, models: bool = True) -> None:
@@ -146,6 +156,8 @@ def script_main(build_parser: Callable[[], argparse.ArgumentParser], run: Callab
                 argv: list[str] | None = None) -> None:
     """Parse argv, quieten Lightning, run; bad settings or data end with one 'error: …' line."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "data", None) is not None and getattr(args, "data_dir", "") is None:
+        args.data_dir = piece_data_dir(args.data)
     quiet()
     try:
         run(args)

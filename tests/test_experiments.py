@@ -259,6 +259,20 @@ def test_gpu_sized_argument_files_parse(name: str) -> None:
     assert vars(args) != vars(defaults)  # the file changes the CPU-sized defaults
 
 
+@pytest.mark.parametrize("script", ["ablate", "compare", "fewshot"])
+def test_data_dir_defaults_to_the_data_pieces_own_folder(script: str) -> None:
+    """Without --data-dir a script reads the dataset where its data piece (and `make data`) puts it:
+    data/emoji3d for Emoji3D, not data/ (which holds no Emoji3D set-up)."""
+    seen: list[argparse.Namespace] = []
+    build = load_script(script).build_parser
+    for argv, want in ((["--data", "emoji3d"], "data/emoji3d"), (["--data", "mnist"], "data"),
+                       (["--data", "emoji3d", "--data-dir", "elsewhere"], "elsewhere")):
+        runner.script_main(build, seen.append, argv)
+        assert seen[-1].data_dir == want
+    with pytest.raises(SystemExit, match="unknown --data nope; choose one of: .*emoji3d"):
+        runner.script_main(build, seen.append, ["--data", "nope"])
+
+
 def test_ablate_scores_snapshots_along_training_and_reuses_finished_runs(tiny_mnist: Path, tmp_path: Path, monkeypatch) -> None:
     fast_eval(monkeypatch, tmp_path)
     ablate = load_script("ablate")
