@@ -23,6 +23,7 @@ import lightning as L
 import numpy as np
 import yaml
 
+from experiments.configs import available, config_path
 from neurosql_pl.cli import NeuroSQLCLI
 from neurosql_pl.cli import main as cli
 from neurosql_pl.distribution_metrics import FID_METHODS
@@ -82,10 +83,10 @@ def add_data_args(p: argparse.ArgumentParser, experiment: str) -> None:
 
 def piece_data_dir(data: str) -> str:
     """The data_dir that the experiments/configs/data piece ``data`` names ("data" when it names none)."""
-    path = CONFIGS / "data" / f"{data}.yaml"
-    if not path.is_file():
-        raise SystemExit(f"error: unknown --data {data}; choose one of: "
-                         f"{' '.join(sorted(p.stem for p in (CONFIGS / 'data').glob('*.yaml')))}")
+    try:
+        path = config_path("data", data)
+    except FileNotFoundError:
+        raise ExperimentError(f"unknown --data {data}; choose one of: {' '.join(available('data'))}") from None
     return str((read_yaml(path)["data"].get("init_args") or {}).get("data_dir") or "data")
 
 
@@ -156,10 +157,10 @@ def script_main(build_parser: Callable[[], argparse.ArgumentParser], run: Callab
                 argv: list[str] | None = None) -> None:
     """Parse argv, quieten Lightning, run; bad settings or data end with one 'error: …' line."""
     args = build_parser().parse_args(argv)
-    if getattr(args, "data", None) is not None and getattr(args, "data_dir", "") is None:
-        args.data_dir = piece_data_dir(args.data)
     quiet()
     try:
+        if getattr(args, "data", None) is not None and getattr(args, "data_dir", "") is None:
+            args.data_dir = piece_data_dir(args.data)
         run(args)
     except (ExperimentError, EvaluationError) as err:
         sys.exit(f"error: {err}")
