@@ -25,11 +25,12 @@
    cost Σ_i C[i, π(i)] and, for the multiscale candidate, whether it was kept and the fraction
    of its blocks solved (the worse of the neighbour sweep and the multiscale candidate stops
    early, `assignment.better_candidate`). The first epoch also builds the feature banks.
-6. The L1 tiles by vector width: one m×m block (m = 256) of random vectors in [−1, 1] (no
+6. The L1 costs by vector width: one m×m block (m = 256) of random vectors in [−1, 1] (no
    separable columns) at D = 784 (MNIST), 3,072 (colour 32 px) and 12,288 (colour 64 px), on one
-   thread and on all: `costs.pairwise_l1` as it is (tiles over slices of ≤ costs.L1_DIM_CHUNK
-   columns), with whole rows in each tile (L1_DIM_CHUNK = ∞, before 2026-12-07), and
-   `torch.cdist(p=1)`; per block and for the N/m blocks of one step at N = `--width-n`.
+   thread and on all: `costs.pairwise_l1` on the eager tiles (`NEUROSQL_FUSED_L1=0`, the path
+   before 2026-12-07's compiled kernel), on the compiled kernel (`l1_kernel.fused_l1`), and
+   `torch.cdist(p=1)`; per block and for the N/m blocks of one step at N = `--width-n`. The
+   first call, which compiles the kernel (or loads it from inductor's disk cache), is timed apart.
 Ratios are measured side by side in one process: the machine may be shared and noisy.
 """
 
@@ -43,7 +44,8 @@ import platform
 import tempfile
 import time
 import warnings
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from datetime import date
 from pathlib import Path
 
@@ -51,7 +53,7 @@ import lightning as L
 import torch
 
 from neurosql_pl.datamodules import MNISTDataModule
-from neurosql_pl import NeuroSQL, costs
+from neurosql_pl import NeuroSQL, l1_kernel
 from neurosql_pl.assignment import one_thread
 from neurosql_pl.costs import pairwise_l1, pairwise_sq_dists
 from neurosql_pl.lattice import build_lattice, load_or_build_lattice
@@ -237,8 +239,8 @@ class _AssignLog(L.Callback):
 
 def bench_default(data_dir: str, subset: int, epochs: int, lattice_dir: str) -> None:
     print(f"\n## 5. The default NeuroSQL(), MNIST {subset:,} images, batch 128, {epochs} epochs")
-    print("| epoch | training s | assignment s | assignment / (training + assignment) | total cost | multiscale kept | multiscale blocks solved |")
-    print("|---|---|---|---|---|---|---|")
+    print("| epoch | training s | assignment s | assignment / (training + assignment) | total cost | multiscale kept | multiscale blocks solved | sweep blocks solved |")
+    print("|---|---|---|---|---|---|---|---|")
     log = _AssignLog()
     trainer = L.Trainer(
         max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -248,7 +250,8 @@ def bench_default(data_dir: str, subset: int, epochs: int, lattice_dir: str) -> 
     for epoch, row in enumerate(log.rows):
         share = row["assign"] / (row["train"] + row["assign"])
         print(f"| {epoch} | {row['train']:.1f} | {row['assign']:.2f} | {share:.1%} | {row['total_cost']:.6g} | "
-              f"{row.get('multiscale_kept', float('nan')):.0f} | {row.get('multiscale_solved', 1.0):.0%} |", flush=True)
+              f"{row.get('multiscale_kept', float('nan')):.0f} | {row.get('multiscale_solved', 1.0):.0%} | "
+              f"{row.get('sweep_solved', 1.0):.0%} |", flush=True)
     steady = log.rows[1:] or log.rows
     share = sum(r["assign"] for r in steady) / sum(r["train"] + r["assign"] for r in steady)
     print(f"\nassignment share over epochs {1 if len(log.rows) > 1 else 0}–{len(log.rows) - 1}: {share:.1%}")
@@ -257,31 +260,46 @@ def bench_default(data_dir: str, subset: int, epochs: int, lattice_dir: str) -> 
 L1_WIDTHS = (("MNIST 28 px", 784), ("colour 32 px", 3 * 32 * 32), ("colour 64 px", 3 * 64 * 64))
 
 
+@contextmanager
+def eager_l1_tiles() -> Iterator[None]:
+    """`costs.pairwise_l1` on the eager tiles inside (the compiled kernel switched off)."""
+    before = os.environ.get(l1_kernel.ENV_SWITCH)
+    os.environ[l1_kernel.ENV_SWITCH] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[l1_kernel.ENV_SWITCH]
+        else:
+            os.environ[l1_kernel.ENV_SWITCH] = before
+
+
 def bench_l1_width(num_samples: int, block_size: int = 256) -> None:
-    print(f"\n## 6. L1 tiles by vector width: one {block_size}×{block_size} block, and the {num_samples / block_size:.0f} "
+    print(f"\n## 6. L1 costs by vector width: one {block_size}×{block_size} block, and the {num_samples / block_size:.0f} "
           f"blocks of a step at N = {num_samples:,}")
-    print("| images | D | threads | whole rows s/block | slices s/block | torch.cdist s/block | whole rows / slices | "
-          "step s (slices) | max rel diff (slices vs float64) |")
-    print("|---|---|---|---|---|---|---|---|---|")
     generator = torch.Generator().manual_seed(0)
+    first = (torch.rand(2, block_size, 784, generator=generator) * 2 - 1).unbind(0)
+    compile_s, _ = timed(lambda: pairwise_l1(*first))
+    print(f"first call of the compiled kernel (compiles, or loads inductor's disk cache): {compile_s:.1f} s; "
+          f"kernel available: {l1_kernel.fused_l1_available()}")
+    print("| images | D | threads | eager tiles s/block | compiled kernel s/block | torch.cdist s/block | tiles / kernel | "
+          "step s (kernel) | max rel diff (kernel vs float64) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, dim in L1_WIDTHS:
         x, y = (torch.rand(2, block_size, dim, generator=generator) * 2 - 1).unbind(0)
         reference = pairwise_l1(x.double(), y.double())
         for threads in sorted({1, torch.get_num_threads()}):
-            whole_s = sliced_s = cdist_s = float("inf")
+            tiles_s = kernel_s = cdist_s = float("inf")
             with one_thread() if threads == 1 else nullcontext():
                 for _ in range(3):  # interleaved, best of 3: the machine may be shared
-                    chunk, costs.L1_DIM_CHUNK = costs.L1_DIM_CHUNK, 2**62
-                    try:
-                        whole_s = min(whole_s, timed(lambda: pairwise_l1(x, y))[0])
-                    finally:
-                        costs.L1_DIM_CHUNK = chunk
+                    with eager_l1_tiles():
+                        tiles_s = min(tiles_s, timed(lambda: pairwise_l1(x, y))[0])
                     seconds, cost = timed(lambda: pairwise_l1(x, y))
-                    sliced_s = min(sliced_s, seconds)
+                    kernel_s = min(kernel_s, seconds)
                     cdist_s = min(cdist_s, timed(lambda: torch.cdist(x, y, p=1.0))[0])
             rel = ((cost.double() - reference).abs() / reference).max().item()
-            print(f"| {name} | {dim:,} | {threads} | {whole_s:.3g} | {sliced_s:.3g} | {cdist_s:.3g} | "
-                  f"{whole_s / sliced_s:.2f}× | {sliced_s * num_samples / block_size:.3g} | {rel:.1e} |", flush=True)
+            print(f"| {name} | {dim:,} | {threads} | {tiles_s:.3g} | {kernel_s:.3g} | {cdist_s:.3g} | "
+                  f"{tiles_s / kernel_s:.2f}× | {kernel_s * num_samples / block_size:.3g} | {rel:.1e} |", flush=True)
 
 
 def main() -> None:

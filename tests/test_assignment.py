@@ -466,6 +466,8 @@ def test_callback_keeps_multiscale_only_when_it_beats_the_first_sweep(tiny_mnist
     random_step = callback_step(tiny_mnist, cost_outputs=cost_outputs)
     stats = callback_step(tiny_mnist, cost_outputs=cost_outputs, block_strategy="multiscale")
     assert stats["multiscale_kept"] in (0.0, 1.0)
+    assert 0.0 < stats["sweep_solved"] <= 1.0 and 0.0 < stats["multiscale_solved"] <= 1.0
+    assert stats[("sweep_solved", "multiscale_solved")[int(stats["multiscale_kept"])]] == 1.0  # the kept one is solved in full
     assert stats["total_cost"] <= min(stats["multiscale_total_cost"], stats["total_cost_before"]) * (1 + 1e-6)
     assert stats["total_cost_before"] == pytest.approx(random_step["total_cost_before"], rel=1e-6)
     assert stats["total_cost"] <= random_step["total_cost"] * (1 + 1e-6)

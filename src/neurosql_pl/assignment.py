@@ -25,6 +25,7 @@ assigned to the lattice by OT (iterated block assignment on the squared distance
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
@@ -144,21 +145,33 @@ def solve_blocks(
             groups.append([block])
     samples_out, points_out, costs_out, held_out = [], [], [], []
     # scipy's and POT's solvers release the GIL: the blocks of a group are solved in parallel
-    with ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads())) as pool:
-        for group in groups:
-            samples = torch.stack(group)
-            candidates = assignment[samples]
-            costs = cost_fn(samples, candidates).detach().cpu().double().numpy()  # one conversion per group
-            sigmas = pool.map(lambda cost: solve_lsap(cost, solver), costs)
-            for block, cand, cost, sigma in zip(samples, candidates, costs, sigmas):
-                samples_out.append(block)
-                points_out.append(cand[torch.from_numpy(sigma)])
-                costs_out.append(torch.from_numpy(cost[np.arange(len(sigma)), sigma]).float())
-                held_out.append(torch.from_numpy(np.diagonal(cost).copy()).float())
+    pool = _lsap_pool()
+    for group in groups:
+        samples = torch.stack(group)
+        candidates = assignment[samples]
+        costs = cost_fn(samples, candidates).detach().cpu().double().numpy()  # one conversion per group
+        sigmas = pool.map(lambda cost: solve_lsap(cost, solver), costs)
+        for block, cand, cost, sigma in zip(samples, candidates, costs, sigmas):
+            samples_out.append(block)
+            points_out.append(cand[torch.from_numpy(sigma)])
+            costs_out.append(torch.from_numpy(cost[np.arange(len(sigma)), sigma]).float())
+            held_out.append(torch.from_numpy(np.diagonal(cost).copy()).float())
     if not samples_out:
         empty = torch.empty(0, dtype=torch.long)
         return BlockResult(empty, empty.clone(), torch.empty(0), torch.empty(0))
     return BlockResult(*(torch.cat(t) for t in (samples_out, points_out, costs_out, held_out)))
+
+
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+
+
+def _lsap_pool() -> ThreadPoolExecutor:
+    """The threads that solve a group's LSAPs, one per torch thread: made once per process and
+    thread count (starting new threads at every call cost 0.3 s of a 7 s step at N = 60k)."""
+    key = (os.getpid(), max(1, torch.get_num_threads()))  # a forked child makes its own
+    if key not in _POOLS:
+        _POOLS[key] = ThreadPoolExecutor(max_workers=key[1], thread_name_prefix="neurosql-lsap")
+    return _POOLS[key]
 
 
 def apply_blocks(assignment: torch.Tensor, result: BlockResult) -> tuple[torch.Tensor, torch.Tensor]:
@@ -333,7 +346,8 @@ def split_direction(points: torch.Tensor, generator: torch.Generator, iters: int
     low = torch.zeros(n, dtype=torch.bool)
     for _ in range(iters):
         new_low = torch.zeros_like(low)
-        new_low[torch.argsort(x @ v)[:half]] = True
+        # the half of lowest x·v: a selection, O(n), not a sort (30× faster at n = 120k)
+        new_low[torch.from_numpy(np.argpartition((x @ v).numpy(), half - 1)[:half])] = True
         if torch.equal(new_low, low):
             break
         low = new_low

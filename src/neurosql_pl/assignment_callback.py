@@ -31,8 +31,8 @@ same for the π before it, from the diagonals of the first sweep's blocks), assi
 whose lattice point changed), assign/frac_reused (generated features reused from the epoch),
 assign/time_s (wall time of the step), and with multiscale assign/multiscale_total_cost (the
 multiscale π's total, an estimate when it stopped early), assign/multiscale_kept (1 when it was
-kept) and assign/multiscale_solved (the fraction of its blocks solved before the race between
-it and the first sweep was decided: `assignment.better_candidate`).
+kept), assign/multiscale_solved and assign/sweep_solved (the fractions of its and the first
+sweep's blocks solved before the race between them was decided: `assignment.better_candidate`).
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ class AssignmentCallback(L.Callback):
         (prediction bounds from its solved blocks, regressed on each block's cost before
         solving) stops early; with the feature banks those costs take one pass over the N
         pairs. Sets total_cost_before, multiscale_total_cost (an estimate when it stopped
-        early), multiscale_kept and multiscale_solved (the fraction of its blocks solved)."""
+        early), multiscale_kept, multiscale_solved and sweep_solved (the fractions of their blocks solved)."""
         ms_start, ms_blocks = multiscale_blocks(*features, m, step_generator(self.seed, epoch, _MULTISCALE_STREAM))
         ms_start, order = from_rank0(ms_start, torch.cat(ms_blocks))
         ms_blocks = list(order.split(m))
@@ -228,7 +228,7 @@ class AssignmentCallback(L.Callback):
             stats["total_cost_before"] = race.start_totals[0]
         stats["multiscale_total_cost"] = race.totals[1]
         stats["multiscale_kept"] = float(race.index == 1)
-        stats["multiscale_solved"] = race.solved[1]
+        stats["multiscale_solved"], stats["sweep_solved"] = race.solved[1], race.solved[0]
         return race.assignment, race.assigned
 
 

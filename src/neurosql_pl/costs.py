@@ -24,8 +24,10 @@ broadcast subtraction into a reused buffer, |·| in place, a sum over D: 1.7–2
 ``torch.cdist(p=1)`` on 2 CPU cores (`make bench`, section 4a), and still about 10× the time
 of a GEMM of the same width. Vectors wider than L1_DIM_CHUNK (colour 64 px: D = 12,288) are cut
 into slices of columns whose partial sums are added, so that a tile still holds many pairs:
-1.6–1.7× faster than whole rows at D = 12,288, the same at D ≤ 3,072 (section 6). Elsewhere
-(CUDA) it calls ``torch.cdist(p=1)``. Both are exact up to the float summation order.
+1.6–1.7× faster than whole rows at D = 12,288, the same at D ≤ 3,072. Large float32 problems
+on the CPU skip the tiles' stored differences altogether: a loop nest compiled by torch.compile
+(`l1_kernel.fused_l1`; the tiles stay where it cannot be built, section 6 compares them).
+Elsewhere (CUDA) it calls ``torch.cdist(p=1)``. All are exact up to the float summation order.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from contextlib import contextmanager
 
 import torch
 from torch import Tensor
+
+from .l1_kernel import fused_l1
 
 __all__ = ["exact_matmul", "pairwise_sq_dists", "pairwise_l1"]
 
@@ -140,8 +144,11 @@ L1_DIM_CHUNK = 2048  # widest slice of the vectors one tile covers (`_dense_l1_t
 
 
 def _l1_tiles(a: Tensor, b: Tensor, out: Tensor) -> None:
-    """out[..., i, k] = Σ_j |a[..., i, j] − b[..., k, j]|, in place: the separable columns of
-    each (a, b) pair in closed form (`_separable_columns`), the others by `_dense_l1_tiles`."""
+    """out[..., i, k] = Σ_j |a[..., i, j] − b[..., k, j]|, in place: by the compiled kernel
+    (`l1_kernel.fused_l1`) where it runs, else the separable columns of each (a, b) pair in closed
+    form (`_separable_columns`) and the others by `_dense_l1_tiles`."""
+    if fused_l1(a, b, out):  # all blocks at once, every column: the kernel is cheaper than the split
+        return
     if a.ndim == 3:
         for j in range(a.shape[0]):
             _l1_tiles(a[j], b[j], out[j])
