@@ -69,9 +69,10 @@ def fused_l1(a: Tensor, b: Tensor, out: Tensor) -> bool:
     """out[..., i, k] = Σ_j |a[..., i, j] − b[..., k, j]| by the compiled kernel, in place, for
     a (n, D) and b (m, D), or stacks (t, n, D) and (t, m, D) of t blocks (one call for all).
 
-    Returns False, with `out` untouched, where the kernel is not used: not float32 on the CPU,
-    fewer than FUSED_MIN_ELEMENTS differences, n, m or D below 2, switched off, or failed to
-    build (warned once; the caller then runs the eager tiles).
+    Returns False where the kernel is not used, and the caller then runs the eager tiles: `out`
+    untouched when it declines (not float32 on the CPU, fewer than FUSED_MIN_ELEMENTS
+    differences, n, m or D below 2, switched off), partial sums in `out` when it failed to build
+    (warned once).
     """
     global _kernel, _compiled
     if a.ndim == 2:
