@@ -44,10 +44,10 @@ import platform
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from datetime import date
 from pathlib import Path
+from unittest import mock
 
 import lightning as L
 import torch
@@ -260,20 +260,6 @@ def bench_default(data_dir: str, subset: int, epochs: int, lattice_dir: str) -> 
 L1_WIDTHS = (("MNIST 28 px", 784), ("colour 32 px", 3 * 32 * 32), ("colour 64 px", 3 * 64 * 64))
 
 
-@contextmanager
-def eager_l1_tiles() -> Iterator[None]:
-    """`costs.pairwise_l1` on the eager tiles inside (the compiled kernel switched off)."""
-    before = os.environ.get(l1_kernel.ENV_SWITCH)
-    os.environ[l1_kernel.ENV_SWITCH] = "0"
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ[l1_kernel.ENV_SWITCH]
-        else:
-            os.environ[l1_kernel.ENV_SWITCH] = before
-
-
 def bench_l1_width(num_samples: int, block_size: int = 256) -> None:
     print(f"\n## 6. L1 costs by vector width: one {block_size}×{block_size} block, and the {num_samples / block_size:.0f} "
           f"blocks of a step at N = {num_samples:,}")
@@ -292,7 +278,7 @@ def bench_l1_width(num_samples: int, block_size: int = 256) -> None:
             tiles_s = kernel_s = cdist_s = float("inf")
             with one_thread() if threads == 1 else nullcontext():
                 for _ in range(3):  # interleaved, best of 3: the machine may be shared
-                    with eager_l1_tiles():
+                    with mock.patch.dict(os.environ, {l1_kernel.ENV_SWITCH: "0"}):  # the eager tiles
                         tiles_s = min(tiles_s, timed(lambda: pairwise_l1(x, y))[0])
                     seconds, cost = timed(lambda: pairwise_l1(x, y))
                     kernel_s = min(kernel_s, seconds)

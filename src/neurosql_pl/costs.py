@@ -38,7 +38,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-from .l1_kernel import fused_l1
+from .l1_kernel import fused_l1, near_equal_runs
 
 __all__ = ["exact_matmul", "pairwise_sq_dists", "pairwise_l1"]
 
@@ -195,15 +195,15 @@ def _dense_l1_tiles(a: Tensor, b: Tensor, out: Tensor) -> None:
     if dim == 0:
         out.zero_()
         return
-    slices = -(-dim // L1_DIM_CHUNK)
-    width = -(-dim // slices)
+    slices = near_equal_runs(dim, L1_DIM_CHUNK)
+    width = slices[0].stop
     cols = min(m, 256)
     rows = max(1, L1_TILE_ELEMENTS // (cols * width))
     buffer = torch.empty(rows * cols * width, dtype=a.dtype, device=a.device)
-    part = torch.empty_like(out) if slices > 1 else None  # the partial sums of slices after the first
-    for s, j in enumerate(range(0, dim, width)):
+    part = torch.empty_like(out) if len(slices) > 1 else None  # the partial sums of slices after the first
+    for s, columns in enumerate(slices):
         target = out if s == 0 else part
-        aj, bj = a[:, j : j + width], b[:, j : j + width]
+        aj, bj = a[:, columns], b[:, columns]
         w = aj.shape[1]
         for c in range(0, m, cols):
             bc = bj[None, c : c + cols]

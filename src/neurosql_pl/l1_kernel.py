@@ -50,9 +50,10 @@ def fused_l1_available() -> bool:
     return not _failed and os.environ.get(ENV_SWITCH, "1") != "0"
 
 
-def _near_equal(total: int, most: int) -> list[slice]:
-    """0..total-1 in near-equal runs of at most `most` (each ≥ 2 when total ≥ 2: sizes 0 and 1
-    would make the compiler specialise, and compile again)."""
+def near_equal_runs(total: int, most: int) -> list[slice]:
+    """0..total-1 (total ≥ 1) in near-equal runs of at most `most`: the slices of columns of the
+    kernel and of the eager tiles (here each run is ≥ 2 when total ≥ 2: sizes 0 and 1 would make
+    the compiler specialise, and compile again)."""
     parts = -(-total // most)
     size = -(-total // parts)
     return [slice(s, min(s + size, total)) for s in range(0, total, size)]
@@ -93,9 +94,9 @@ def fused_l1(a: Tensor, b: Tensor, out: Tensor) -> bool:
         _kernel = torch.compile(_l1, dynamic=True, fullgraph=True)
     try:
         with _quiet_compiler() if not _compiled else nullcontext():
-            for s, cols in enumerate(_near_equal(dim, FUSED_DIM_CHUNK)):
+            for s, cols in enumerate(near_equal_runs(dim, FUSED_DIM_CHUNK)):
                 aj = _plain(a[..., cols])
-                for rows in _near_equal(m, FUSED_COLS):
+                for rows in near_equal_runs(m, FUSED_COLS):
                     part = _kernel(aj, _plain(b[:, rows, cols]))
                     if s == 0:
                         out[..., rows] = part
