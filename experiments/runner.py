@@ -238,23 +238,46 @@ class Scoring:
         return cls(args.n, args.data_dir, args.features, args.fid_method, args.seed)
 
 
-def reusable_report(path: Path, scoring: Scoring, truncation: float | None = None) -> dict[str, Any] | None:
-    """The eval report at ``path`` when it was made with the same n, features, seed and
-    truncation; None when there is none or it was scored otherwise."""
-    if not path.is_file():
-        return None
-    report = json.loads(path.read_text())
+def report_settings(report: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+    """(samples, features, seed, truncation) an eval report was made with."""
     s = report.get("settings", {})
-    same = (s.get("n_samples"), s.get("features"), s.get("seed"), s.get("truncation"))
-    return report if same == (scoring.n, scoring.features, scoring.seed, truncation) else None
+    return s.get("n_samples"), s.get("features"), s.get("seed"), s.get("truncation")
+
+
+def kept_path(path: Path, n: Any, features: Any, seed: Any, truncation: Any) -> Path:
+    """Where the report of ``path`` made with these settings is kept once a report made otherwise
+    takes ``path``: ``eval.json`` → ``eval.n1000_inception_seed0.json`` (``_truncation2`` added)."""
+    tag = f"n{n}_{features}_seed{seed}" + ("" if truncation is None else f"_truncation{truncation:g}")
+    return path.with_name(f"{path.stem}.{tag}{path.suffix}")
+
+
+def reusable_report(path: Path, scoring: Scoring, truncation: float | None = None) -> dict[str, Any] | None:
+    """The eval report at ``path``, or kept beside it (``kept_path``), made with the same n,
+    features, seed and truncation; None when there is none."""
+    wanted = (scoring.n, scoring.features, scoring.seed, truncation)
+    for candidate in (path, kept_path(path, *wanted)):
+        if candidate.is_file():
+            report = json.loads(candidate.read_text())
+            if report_settings(report) == wanted:
+                return report
+    return None
+
+
+def keep_earlier_report(path: Path) -> None:
+    """Move the report at ``path`` (made with other settings) to its ``kept_path``, so that
+    scoring the run another way never destroys an earlier score."""
+    if path.is_file():
+        path.replace(kept_path(path, *report_settings(json.loads(path.read_text()))))
 
 
 def scored(ckpt: Path, out: Path, scoring: Scoring, truncation: float | None = None) -> dict[str, Any]:
-    """The report of checkpoint ``ckpt`` in ``out``: reused when made the same way, else
-    ``neurosql_pl.evaluate`` (silent) writes it there."""
+    """The report of checkpoint ``ckpt`` in ``out``: reused when made the same way (there or
+    kept beside it), else ``neurosql_pl.evaluate`` (silent) writes it there, an earlier report
+    made otherwise being kept (``keep_earlier_report``)."""
     report = reusable_report(out, scoring, truncation)
     if report is not None:
         return report
+    keep_earlier_report(out)
     return evaluate(ckpt, n=scoring.n, out=out, data_dir=scoring.data_dir, features=scoring.features,
                     fid_method=scoring.fid_method, seed=scoring.seed, truncation=truncation, log=None)
 
@@ -264,8 +287,9 @@ def trained_and_scored(
     features: str = "inception", fid_method: str = "eigh", seed: int = 0,
 ) -> dict[str, Any]:
     """The eval.json report of ``run_dir``: reused when it was made with the same n, features and
-    seed; else ``neurosql_pl.evaluate`` of ``checkpoints/last.ckpt``, after ``train()`` when no
-    finished run is there (or ``force``)."""
+    seed (there or kept beside it); else ``neurosql_pl.evaluate`` of ``checkpoints/last.ckpt``,
+    after ``train()`` when no finished run is there (or ``force``), an earlier report made
+    otherwise being kept (``keep_earlier_report``)."""
     state = "absent" if force else run_state(run_dir)
     if state == "evaluated":
         report = reusable_report(run_dir / EVAL_FILE, Scoring(n, data_dir, features, fid_method, seed))
@@ -276,6 +300,7 @@ def trained_and_scored(
         print(f"[{label}] training into {run_dir}", flush=True)
         train()
     print(f"[{label}] evaluating with N={n} samples", flush=True)
+    keep_earlier_report(run_dir / EVAL_FILE)
     return evaluate(
         last_checkpoint(run_dir), n=n, data_dir=data_dir, features=features, fid_method=fid_method,
         seed=seed, log=lambda msg: print(f"    {msg}", flush=True),

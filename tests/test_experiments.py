@@ -305,6 +305,17 @@ def test_ablate_scores_snapshots_along_training_and_reuses_finished_runs(tiny_mn
     table = (out / "ablate.md").read_text()  # rewritten, with this run's (shorter) time
     again = ablate.run(ablate.build_parser().parse_args([*argv[:argv.index("--")], "--table", "again", "--", *argv[argv.index("--") + 1:]]))
     assert (out / "again.md").is_file() and (out / "ablate.md").read_text() == table  # --table: own files
+    seed_dir = out / "base" / "seed0"
+    at = argv.index("--n") + 1
+    fewer = ablate.run(ablate.build_parser().parse_args([*argv[:at], "8", *argv[at + 1:]]))  # scored anew, 8 samples
+    assert json.loads((seed_dir / "eval.json").read_text())["settings"]["n_samples"] == 8
+    kept = seed_dir / "eval.n16_random-conv_seed0.json"  # the earlier score is kept, not overwritten
+    assert json.loads(kept.read_text())["metrics"]["fid"] == rows[1]["fid"]
+    assert (seed_dir / "eval_snap1.n16_random-conv_seed0.json").is_file()
+    assert [r["fid"] for r in fewer] != [r["fid"] for r in rows]
+    stamp = kept.stat().st_mtime_ns
+    back = ablate.run(ablate.build_parser().parse_args(argv))  # --n 16 again: the kept reports, not a rescore
+    assert [r["fid"] for r in back] == [r["fid"] for r in rows] and kept.stat().st_mtime_ns == stamp
     with pytest.raises(runner.ExperimentError, match="unknown configuration"):
         ablate.run(ablate.build_parser().parse_args(["--configs", "nope", "--out", str(out)]))
 
