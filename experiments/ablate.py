@@ -9,7 +9,9 @@ configuration gives a curve of FID against training seconds.
 
 Writes, under --out (default runs/ablate/<data>):
   <config>/seed<s>/   the run folders (config.yaml, metrics.json, checkpoints/, snapshots.json,
-                      eval_<snapshot>.json); a finished, scored run is reused on a rerun
+                      eval_<snapshot>.json); a finished, scored run is reused on a rerun, and
+                      a score made with other --n / --features / --seed is kept beside its
+                      file (eval.json → eval.n1000_inception_seed0.json), not overwritten
   <table>.csv         one row per (config, seed, point): training seconds, epochs, every metric
   <table>.md          the table at the end of the budget (mean over seeds), best FID first
   <table>.png         FID against training seconds, one line per configuration (mean over seeds)
