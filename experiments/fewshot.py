@@ -108,6 +108,8 @@ VARIANTS: dict[str, Variant] = {
     "vae_beta05": Variant("VAE, β = 0.5 (a lighter KL term)", "VAE", ("--model.beta", "0.5")),
     "gan_r1": Variant("GAN, R1 penalty γ = 10 on the discriminator", "GAN", ("--model.r1_gamma", "10")),
     "gan_sn": Variant("GAN, spectral norm in the discriminator", "GAN", ("--model.spectral_norm", "true")),
+    **{f"{label.lower()}_d6": Variant(f"{label}, latent dimension d = 6 (NeuroSQL's lever, tried on the baseline)", label,
+                                      ("--model.latent_dim", "6")) for label in ("VAE", "GAN")},
     **{f"{label}_lr{tag}": Variant(f"{label}, lr {lr:g}", label, tuple(flags))
        for label in LEARNING_RATES for tag, lr, flags in learning_rate_sweep(label)},
 }
@@ -116,7 +118,7 @@ GROUPS: dict[str, list[str]] = {
     "default": ["NeuroSQL"],
     "levers": ["NeuroSQL", "oversample", "os3", "os5", "os10", "noise", "stlpips", "rho05", "d2", "d4", "d8", "d4os10",
                "trunc2"],
-    "baseline_levers": ["VAE", "vae_beta05", "GAN", "gan_r1", "gan_sn"],
+    "baseline_levers": ["VAE", "vae_beta05", "vae_d6", "GAN", "gan_r1", "gan_sn", "gan_d6"],
     "lr": [name for label in LEARNING_RATES for name in VARIANTS if name == label or name.startswith(f"{label}_lr")],
 }
 #: eval.json metrics kept per run (end of training), and per point of the curves
