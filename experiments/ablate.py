@@ -67,8 +67,10 @@ DEFAULT_CONFIGS: list[str] = list(CONFIGS)
 SWEPT: dict[str, str] = {"NeuroSQL": "default", "VAE": "vae", "GAN": "gan"}
 CONFIGS.update({f"{slug}_lr{tag}": (f"{label}, lr {lr:g}", MODELS[label][0], flags)
                 for label, slug in SWEPT.items() for tag, lr, flags in learning_rate_sweep(label)})
-#: the default with the few-image lever that won on MNIST at N = 500–1,000 (not in the default run)
-CONFIGS["default_d6"] = ("the default with latent dimension d = 6", "neurosql", ["--model.latent_dim", "6"])
+#: the default with a fixed latent dimension (not in the default run): d = 16, the default's "auto"
+#: above 5,000 images, which the tables of 2026-12-07/08 used at every N; d = 6, its "auto" at or below
+CONFIGS.update({f"default_d{d}": (f"the default with latent dimension d = {d}", "neurosql", ["--model.latent_dim", str(d)])
+                for d in (6, 16)})
 #: named groups accepted by --configs
 GROUPS: dict[str, list[str]] = {
     "levers": DEFAULT_CONFIGS,

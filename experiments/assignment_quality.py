@@ -78,8 +78,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     torch.manual_seed(args.seed)
     compare = CompareSteps(args.at_epochs, args.block_size, args.sweeps, args.seed)
     with tempfile.TemporaryDirectory() as lattice_dir:
-        model = NeuroSQL(perceptual=None, pixel="l2", block_size=args.block_size, block_strategy="random", init="random",
-                         cost_outputs="fresh", lattice_cache_dir=lattice_dir, seed=args.seed)
+        model = NeuroSQL(latent_dim=16, perceptual=None, pixel="l2", block_size=args.block_size, block_strategy="random",
+                         init="random", cost_outputs="fresh", lattice_cache_dir=lattice_dir, seed=args.seed)
         trainer = L.Trainer(
             max_epochs=max(args.at_epochs), logger=False, enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, callbacks=[compare], accelerator="cpu", devices=1,

@@ -99,7 +99,7 @@ VARIANTS: dict[str, Variant] = {
                        flags=("--model.perceptual", "stlpips-alex", "--model.pixel_weight", "1.0")),
     "rho05": Variant("NeuroSQL, momentum ρ = 0.5, costs from fresh passes",
                      flags=("--model.rho", "0.5", "--model.cost_outputs", "fresh")),
-    **{f"d{d}": Variant(f"NeuroSQL, latent dimension d = {d}", flags=("--model.latent_dim", str(d))) for d in (2, 4, 6, 8)},
+    **{f"d{d}": Variant(f"NeuroSQL, latent dimension d = {d}", flags=("--model.latent_dim", str(d))) for d in (2, 4, 6, 8, 16)},
     "d6q": Variant("NeuroSQL, d = 6 trained on a quarter of the budget (stopped early: its curve rises later)",
                    flags=("--model.latent_dim", "6"), budget=0.25),
     "d4os10": Variant("NeuroSQL, d = 4 and k = 10 codes per image, assignment every 10 epochs",

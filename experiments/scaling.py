@@ -66,7 +66,9 @@ def run(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     models = [("VAE", "vae", []), ("GAN", "gan", [])]
-    models += [(f"NeuroSQL m={m}", args.neurosql_config, ["--model.block_size", str(m)]) for m in args.blocks]
+    # d fixed at the baselines' 16: the default's "auto" would change it with N (6 up to 5,000 images)
+    models += [(f"NeuroSQL m={m}", args.neurosql_config, ["--model.block_size", str(m), "--model.latent_dim", "16"])
+               for m in args.blocks]
     rows = []
     for n in args.sizes:
         for label, config, extra in models:

@@ -109,7 +109,8 @@ def test_sample_shape_and_range(name: str, shape: tuple[int, int, int]) -> None:
 def test_baselines_share_neurosqls_generator(upsample: str, parameters: int) -> None:
     shape = (1, 28, 28)
     reference = build_generator("dcgan", 16, shape, 64, upsample=upsample)
-    neurosql = NeuroSQL(upsample=upsample, image_shape=shape, num_samples=2, perceptual=None, block_size=2)
+    # d = 16 as the baselines' configs (NeuroSQL's default "auto" would give 6 for N = 2 images)
+    neurosql = NeuroSQL(latent_dim=16, upsample=upsample, image_shape=shape, num_samples=2, perceptual=None, block_size=2)
     for net in (neurosql.generator, VAE(image_shape=shape, upsample=upsample).decoder, GAN(image_shape=shape, upsample=upsample).generator):
         assert type(net) is type(reference)
         assert [(n, p.shape) for n, p in net.named_parameters()] == [(n, p.shape) for n, p in reference.named_parameters()]

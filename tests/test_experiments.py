@@ -206,7 +206,7 @@ def test_fewshot_variant_flags_reach_the_fit_and_truncation_scores_the_shared_ru
     means = fewshot.run(fewshot.build_parser().parse_args(argv))
     assert [r["run"] for r in means] == ["NeuroSQL", "d8", "trunc2", fewshot.REAL]
     d8, plain = (read_yaml(out / "n16" / name / "seed3" / "config.yaml") for name in ("d8", "neurosql"))
-    assert d8["model"]["init_args"]["latent_dim"] == 8 and plain["model"]["init_args"]["latent_dim"] == 16
+    assert d8["model"]["init_args"]["latent_dim"] == 8 and plain["model"]["init_args"]["latent_dim"] == "auto"
     assert d8["seed_everything"] == 3 and d8["data"]["init_args"]["subset"] == 16 and d8["trainer"]["max_epochs"] == 2
     assert not (out / "n16" / "trunc2").exists()  # trunc2 scores NeuroSQL's run with truncated codes
     report = json.loads((out / "n16" / "neurosql" / "seed3" / "eval_end_n12_truncation2.json").read_text())

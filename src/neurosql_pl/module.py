@@ -46,6 +46,7 @@ from .assignment_costs import BATCH, AssignmentCosts, check_cost_outputs
 from .errors import CheckpointMismatchError, SettingError
 from .generative_model import GenerativeModel
 from .images import ImageSource, trainer_images
+from .latent_dimension import LatentDim, check_latent_dim, resolve_latent_dim
 from .lattice import load_or_build_lattice
 from .losses import ReconstructionLoss
 from .networks import build_generator, check_generator_settings
@@ -73,7 +74,7 @@ class NeuroSQL(GenerativeModel):
 
     def __init__(
         self,
-        latent_dim: int = 16,
+        latent_dim: LatentDim = "auto",
         generator: str = "dcgan",
         generator_width: int = 64,
         upsample: str = "transposed",
@@ -105,7 +106,9 @@ class NeuroSQL(GenerativeModel):
     ) -> None:
         """
         Args:
-            latent_dim: d, the dimension of the codes and of the lattice.
+            latent_dim: d, the dimension of the codes and of the lattice: an integer ≥ 1, or "auto"
+                (the default: 6 for N ≤ 5,000 training images, 16 above; see `latent_dimension.py`),
+                resolved when N is known and recorded as the number.
             generator / generator_width: generator architecture (see `networks.py`) and width.
             upsample: how the generator doubles the resolution: "transposed" (stride-2
                 transposed convolutions, as DCGAN) or "resize" (nearest ×2 then a 3×3
@@ -161,7 +164,8 @@ class NeuroSQL(GenerativeModel):
             image_shape / num_samples: (C, H, W) and N; filled from the datamodule when None.
         """
         super().__init__()
-        check_generator_settings(generator, latent_dim, upsample)
+        check_latent_dim(latent_dim)
+        check_generator_settings(generator, resolve_latent_dim(latent_dim, 1), upsample)
         check_ema_decay(ema_decay)
         if not 0.0 < rho <= 1.0:
             raise ValueError(f"rho must be in (0, 1], got {rho}")
@@ -190,9 +194,10 @@ class NeuroSQL(GenerativeModel):
             pretrained_backbone=pretrained_backbone,
         )
         self.generator: nn.Module | None = None  # its EMA, ema_generator, comes with it (GenerativeModel.build_ema)
-        self.register_buffer("lattice", torch.empty(0, latent_dim))
+        width = 0 if latent_dim == "auto" else latent_dim  # (K, d), sized by `_build`
+        self.register_buffer("lattice", torch.empty(0, width))
         self.register_buffer("assignment", torch.empty(0, dtype=torch.long))
-        self.register_buffer("latents", torch.empty(0, latent_dim))
+        self.register_buffer("latents", torch.empty(0, width))
         self.register_buffer("initialized", torch.tensor(False))
         # Under DDP every rank updates these identically at epoch ends: never re-broadcast them.
         self._ddp_params_and_buffers_to_ignore = ["lattice", "assignment", "latents", "initialized"]
@@ -203,11 +208,11 @@ class NeuroSQL(GenerativeModel):
     # ---------------------------------------------------------------- construction
     def _build(self, image_shape: tuple[int, int, int], num_samples: int) -> None:
         """Create the generator and the (K, d) per-code buffers, K = k·N (values set in
-        `on_fit_start`); the hyper-parameters record N and the resolved k."""
+        `on_fit_start`); the hyper-parameters record N and the resolved k and d."""
         if num_samples < 2:
             raise SettingError(f"NeuroSQL needs at least 2 training samples, got {num_samples}")
         hp = self.hparams
-        d = hp.latent_dim
+        d = resolve_latent_dim(hp.latent_dim, num_samples)
         k = resolve_oversample(hp.oversample, num_samples)
         self.generator = build_generator(hp.generator, d, image_shape, hp.generator_width, hp.upsample)
         self.build_ema()
@@ -217,6 +222,7 @@ class NeuroSQL(GenerativeModel):
         self.hparams.image_shape = tuple(image_shape)
         self.hparams.num_samples = num_samples
         self.hparams.oversample = k
+        self.hparams.latent_dim = d
 
     @property
     def num_samples(self) -> int:
@@ -306,6 +312,8 @@ class NeuroSQL(GenerativeModel):
         for key, value in self.loss_fn.state_dict(prefix=LOSS_PREFIX).items():
             state.setdefault(key, value)  # not stored (see on_save_checkpoint): this model's own frozen copy
         codes, d = state["latents"].shape
+        if self.generator is None and self.hparams.latent_dim == "auto":
+            self.hparams.latent_dim = d  # not built yet: the checkpoint's d is the one
         if d != self.hparams.latent_dim:
             raise CheckpointMismatchError(
                 f"checkpoint has latent_dim={d} but this model has latent_dim={self.hparams.latent_dim}; "
